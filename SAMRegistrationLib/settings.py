@@ -1,0 +1,50 @@
+"""Everything that determines a registration result, with defaults chosen from measurements."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import InputError
+
+
+@dataclass
+class Settings:
+    # what to run
+    encoder: str = "litemedsam"
+    method: str = "convexadam"
+    device: str = "auto"                 # auto | cpu | cuda
+    checkpoint: Optional[str] = None     # SAM ViT checkpoints (litemedsam ships its own)
+    affine: bool = True                  # built-in affine pre-alignment
+    # working grid and intensities
+    spacing: Optional[float] = None      # working-grid spacing in mm; None = automatic
+    fixed_modality: str = "auto"         # auto | ct | mr
+    moving_modality: str = "auto"
+    # features
+    slice_axis: str = "auto"             # auto | x | y | z (world axis of the fixed frame)
+    slice_step: int = 3                  # encode every k-th slice, interpolate the rest
+    pca_dims: int = 12
+    mind_weight: float = 1.0             # weight of MIND channels in fused encoders
+    cache_dir: Optional[str] = None      # feature cache; None = ~/.cache/samreg/features
+    use_cache: bool = True
+    # convexadam optimiser (units: working-grid voxels unless stated)
+    grid_sp: int = 3                     # convex-stage grid, in working voxels
+    disp_hw: int = 5                     # convex search half-width, in convex-grid voxels
+    grid_sp_adam: int = 1                # Adam field grid, in working voxels
+    lambda_reg: float = 1.0              # diffusion regularisation weight
+    iterations: int = 80
+    learning_rate: float = 1.0
+    ic_iterations: int = 15
+    threads: Optional[int] = None        # torch threads; None = all cores
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Settings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**values)
