@@ -1,0 +1,1 @@
+"""Feature encoders. Each module registers itself with :mod:`SAMRegistrationLib.registry`."""

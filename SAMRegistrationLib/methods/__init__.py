@@ -1,0 +1,1 @@
+"""Registration methods. Each module registers itself with :mod:`SAMRegistrationLib.registry`."""
