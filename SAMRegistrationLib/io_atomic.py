@@ -1,0 +1,68 @@
+"""Atomic file writers: write to a hidden temp file in the target folder, then ``os.replace``.
+
+A reader (or a cancelled job) therefore never sees a half-written output file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``path`` (same extension); on success move it onto ``path``.
+
+    The temp name is ``.tmp-<random>-<name>`` so writers that dispatch on the extension
+    (SimpleITK, matplotlib) pick the right format. On any exception the temp file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not pre-created (mkstemp would force mode 0600): writers create it with the usual umask.
+    tmp = path.parent / f".tmp-{secrets.token_hex(8)}-{path.name}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    """Write ``image`` to ``path`` atomically (format chosen by the extension of ``path``)."""
+    with atomic_path(Path(path)) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and Paths to plain JSON types; NaN/inf -> None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (numpy types and NaN handled)."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
