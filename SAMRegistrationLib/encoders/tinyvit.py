@@ -31,6 +31,12 @@ import torch.nn.functional as F
 __all__ = ["TinyViT", "build_litemedsam_encoder", "prepare_for_inference", "fold_batchnorm"]
 
 
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU in place: the activations it is applied to are fresh temporaries, and
+    at full input resolution (stage 0) this saves one 256-channel map per slice."""
+    return torch.ops.aten.gelu_(x)
+
+
 class ConvBN(nn.Module):
     """Bias-free convolution followed by BatchNorm (child names ``c`` and ``bn``)."""
 
@@ -65,9 +71,11 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv1(x))
-        y = F.gelu(self.conv2(y))
-        return F.gelu(self.conv3(y) + x)
+        y = _gelu_(self.conv1(x))
+        y = _gelu_(self.conv2(y))
+        y = self.conv3(y)
+        y += x
+        return _gelu_(y)
 
 
 class PatchMerging(nn.Module):
@@ -82,8 +90,8 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C', H', W')."""
-        x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x))
+        x = _gelu_(self.conv1(x))
+        x = _gelu_(self.conv2(x))
         return self.conv3(x)
 
 
@@ -126,9 +134,14 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(self.norm(x))
         # per head the channels are laid out as [q | k | v]
         q, k, v = qkv.view(b, n, self.heads, 3, self.head_dim).permute(3, 0, 2, 1, 4).unbind(0)
-        bias = self.bias_table().to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        h, d = self.heads, self.head_dim
+        bias = self.bias_table().to(q.dtype).expand(b, h, n, n).reshape(b * h, n, n)
+        # explicit attention: on CPU this is ~1.5x faster than scaled_dot_product_attention
+        # with a float mask, which falls back to its generic path
+        scores = torch.baddbmm(bias, q.reshape(b * h, n, d), k.reshape(b * h, n, d).transpose(1, 2),
+                               alpha=d ** -0.5)
+        out = torch.bmm(scores.softmax(dim=-1), v.reshape(b * h, n, d))
+        return self.proj(out.view(b, h, n, d).transpose(1, 2).reshape(b, n, c))
 
 
 class Mlp(nn.Module):
@@ -139,7 +152,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(dim * ratio, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.fc2(_gelu_(self.fc1(self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):

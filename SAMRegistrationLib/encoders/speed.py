@@ -1,0 +1,143 @@
+"""Speed / memory benchmark of the LiteMedSAM slice encoder.
+
+    python -m SAMRegistrationLib.encoders.speed [--slices 8] [--repeats 2] [--quick]
+
+Each configuration runs in a fresh subprocess so that its peak RSS (VmHWM) is its own.
+Columns: ms/slice (wall time, best of ``--repeats`` timed runs of ``--slices`` slices, after
+one warm-up batch), CPU ms/slice (process CPU time of the same runs: all threads together, a
+steadier measure of the work when other processes share the cores), warm-up time (for torch.compile: compilation + first run), RSS after loading the
+model, peak RSS, and max |difference| of the first slice's embedding against the plain fp32
+configuration of the same size (BN folded, batch 1 or 2).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE = dict(h=256, w=256, batch=2, fold=True, channels_last=False, bf16=False, compile=False)
+
+
+def _configs(quick: bool):
+    out = []
+
+    def add(label, **kw):
+        out.append(dict(BASE, label=label, **kw))
+
+    for b in (1, 2, 4, 8):
+        add(f"256x256 b{b}", batch=b)
+    add("256x256 b2 no-BN-fold", fold=False)
+    add("256x256 b2 channels_last", channels_last=True)
+    add("256x256 b2 bf16 autocast", bf16=True)
+    add("256x256 b2 torch.compile", compile=True)
+    add("192x192 b2", h=192, w=192)
+    add("128x128 b2", h=128, w=128)
+    add("256x192 b2", h=256, w=192)
+    if quick:
+        out = [c for c in out if c["label"] in ("256x256 b1", "256x256 b2", "128x128 b2")]
+    return out
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _test_slices(n: int, h: int, w: int):
+    """Smooth random 'images' in [0, 1] (identical for every configuration of a size)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for i in range(n):   # slice i depends only on i, whatever n is
+        g = torch.Generator().manual_seed(i)
+        low = torch.rand(1, 1, max(h // 16, 2), max(w // 16, 2), generator=g)
+        x = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+        out.append((x + 0.05 * torch.rand(1, 1, h, w, generator=g)).clamp(0, 1))
+    return torch.cat(out)
+
+
+def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
+    import torch
+
+    from .litemedsam import LiteMedSAMEncoder, configure_threads
+
+    threads = configure_threads(cfg.get("threads"))
+    t0 = time.perf_counter()
+    enc = LiteMedSAMEncoder(device="cpu", batch_size=cfg["batch"], fold_bn=cfg["fold"],
+                            channels_last=cfg["channels_last"], bf16=cfg["bf16"], compile=cfg["compile"])
+    load_s = time.perf_counter() - t0
+    rss_load = _status_mb("VmRSS")
+    n = max(slices, cfg["batch"])
+    x = _test_slices(n, cfg["h"], cfg["w"])
+    t0 = time.perf_counter()
+    first = enc.embed(x[: cfg["batch"]])
+    warm_s = time.perf_counter() - t0
+    torch.save(first[0].clone(), out_dir / f"{cfg['index']}.pt")
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        enc.embed(x)
+        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return dict(ms_per_slice=1000.0 * best / n, cpu_ms_per_slice=1000.0 * best_cpu / n, warm_s=warm_s, load_s=load_s, rss_load_mb=rss_load,
+                peak_mb=_status_mb("VmHWM"), threads=threads)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=8, help="slices per timed run (default 8)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration; best is kept")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--quick", action="store_true", help="only three configurations")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        result = _child(json.loads(args.child), args.slices, args.repeats, Path(args.out_dir))
+        print("RESULT " + json.dumps(result))
+        return
+
+    import torch
+
+    print(f"LiteMedSAM encoder benchmark: torch {torch.__version__}, {os.cpu_count()} CPU cores, "
+          f"threads={args.threads or 'all'}, {args.slices} slices x best of {args.repeats}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    header = f"{'configuration':<28} {'ms/slice':>9} {'CPU ms/sl':>10} {'warm-up s':>10} {'RSS load MB':>12} {'peak MB':>8} {'max|d| vs fp32':>15}"
+    print(header)
+    print("-" * len(header))
+    refs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, cfg in enumerate(_configs(args.quick)):
+            cfg = dict(cfg, index=index, threads=args.threads)
+            cmd = [sys.executable, "-m", "SAMRegistrationLib.encoders.speed", "--child", json.dumps(cfg),
+                   "--out-dir", tmp, "--slices", str(args.slices), "--repeats", str(args.repeats)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:60]
+                print(f"{cfg['label']:<28} failed: {reason}", flush=True)
+                continue
+            r = json.loads(lines[-1][len("RESULT "):])
+            emb = torch.load(Path(tmp) / f"{index}.pt", weights_only=True)
+            shape_key = (cfg["h"], cfg["w"])
+            plain = cfg["fold"] and not (cfg["channels_last"] or cfg["bf16"] or cfg["compile"])
+            if shape_key not in refs and plain:
+                refs[shape_key] = emb
+            diff = (emb - refs[shape_key]).abs().max().item() if shape_key in refs else float("nan")
+            print(f"{cfg['label']:<28} {r['ms_per_slice']:9.0f} {r['cpu_ms_per_slice']:10.0f} {r['warm_s']:10.1f} {r['rss_load_mb']:12.0f} "
+                  f"{r['peak_mb']:8.0f} {diff:15.2e}", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes on the machine inflate ms/slice)")
+
+
+if __name__ == "__main__":
+    main()
