@@ -1,15 +1,43 @@
-"""The registration pipeline: load -> affine -> encode -> optimise -> write."""
+"""The registration pipeline: load -> affine -> encode -> optimise -> write.
+
+Every stage reports progress (and is a cancellation point). Outputs are written into a
+hidden staging folder inside the output folder and moved into place only when all of them
+exist, so a failed or cancelled job leaves the output folder as it found it.
+"""
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import resource
+import secrets
+import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
-from .progress import ProgressFn
+import numpy as np
+import psutil
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from .affine import affine_prealign, affine_to_matrix, identity_affine
+from .errors import InputError, ResourceError, SamregError
+from .fields import displacement_image, displacement_transform, total_displacement
+from .grid import Grid
+from .io_atomic import write_image_atomic, write_json_atomic
+from .progress import ProgressFn, Reporter
+from .registry import get_method, get_volume_encoder
 from .settings import Settings
+from .volume import check_values, foreground_mask, normalise_intensity, physical_overlap, read_volume
+
+log = logging.getLogger(__name__)
 
 STAGES = ("load", "affine", "encode", "optimise", "write")
+OUTPUT_FILES = ("warped.nii.gz", "displacement.nrrd", "jacobian.nii.gz", "qc.png", "report.json")
 
 
 @dataclass
@@ -24,6 +52,76 @@ class RegistrationInputs:
     moving_landmarks: Optional[Path] = None
 
 
+# --------------------------------------------------------------------------- small helpers
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[f"{name}_s"] = round(self.times.get(f"{name}_s", 0.0) + time.perf_counter() - t0, 3)
+
+    def report(self) -> dict:
+        return {"total_s": round(time.perf_counter() - self.start, 3), **self.times}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda")
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        log.warning("CUDA was requested but is not available; running on the CPU")
+    return torch.device("cpu")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def working_grid(fixed01: sitk.Image, spacing: float, margin_mm: float = 8.0) -> Grid:
+    """The fixed frame at ``spacing``, cropped to the fixed foreground plus a margin."""
+    grid = Grid.from_image(fixed01)
+    mask = foreground_mask(fixed01)
+    if mask.any():
+        zyx = np.argwhere(mask)
+        lo = zyx.min(0)[::-1]
+        hi = zyx.max(0)[::-1] + 1
+        pad = np.ceil(margin_mm / np.asarray(grid.spacing)).astype(int)
+        lo = np.maximum(0, lo - pad)
+        hi = np.minimum(np.asarray(grid.size), hi + pad)
+        grid = grid.cropped(lo, hi)
+    return grid.with_spacing(spacing)
+
+
+def default_spacing(fixed: sitk.Image) -> float:
+    """Automatic working spacing: 2 mm, or the finest voxel size if that is coarser."""
+    return float(max(2.0, min(fixed.GetSpacing())))
+
+
+def check_memory(grid: Grid, channels: int) -> None:
+    # two feature volumes, their pooled copies, Adam buffers and gradients, plus the output field
+    need = grid.num_voxels * 4 * (channels * 6 + 40)
+    available = psutil.virtual_memory().available
+    if need > 0.8 * available:
+        raise ResourceError(f"not enough memory: the working grid {grid.size} needs about {need / 2**30:.1f} GB "
+                            f"and {available / 2**30:.1f} GB is available; use a coarser --spacing")
+
+
+def _labels_in(*images: sitk.Image) -> list[int]:
+    values: set[int] = set()
+    for image in images:
+        values |= set(int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)))
+    values.discard(0)
+    return sorted(values)
+
+
+# --------------------------------------------------------------------------- main entry
 def register(inputs: RegistrationInputs, settings: Settings,
              progress: Optional[ProgressFn] = None,
              cancel: Optional[threading.Event] = None) -> dict:
@@ -33,4 +131,159 @@ def register(inputs: RegistrationInputs, settings: Settings,
     subclasses for user errors and :class:`Cancelled` when ``cancel`` is set; in both
     cases nothing is left in ``output_dir`` that was not there before.
     """
-    raise NotImplementedError("pipeline under construction")
+    from .landmarks import check_pairs, read_points
+    from .metrics import (fold_percent, jacobian_determinant, resample_segmentation, sdlogj,
+                          segmentation_metrics, tre, tre_initial)
+    from .qc import write_qc_png
+
+    reporter = Reporter(progress, cancel)
+    timer = _Timer()
+    device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
+    encoder_factory = get_volume_encoder(settings.encoder)
+    method = get_method(settings.method)
+
+    # ------------------------------------------------------------------ load
+    with timer.stage("load"):
+        reporter("load", 0.0, "reading images")
+        fixed = read_volume(inputs.fixed, "fixed image")
+        check_values(fixed, "fixed image", inputs.fixed)
+        moving = read_volume(inputs.moving, "moving image")
+        check_values(moving, "moving image", inputs.moving)
+        if physical_overlap(fixed, moving) <= 0.0:
+            raise InputError(f"the fixed and moving images do not overlap in physical space "
+                             f"(fixed {inputs.fixed}, moving {inputs.moving}); check their origins and directions")
+        fixed_seg = moving_seg = None
+        if inputs.fixed_seg or inputs.moving_seg:
+            if not (inputs.fixed_seg and inputs.moving_seg):
+                raise InputError("scoring needs both --fixed-seg and --moving-seg")
+            fixed_seg = read_volume(inputs.fixed_seg, "fixed segmentation", sitk.sitkInt32)
+            moving_seg = read_volume(inputs.moving_seg, "moving segmentation", sitk.sitkInt32)
+            if fixed_seg.GetSize() != fixed.GetSize():
+                raise InputError(f"fixed segmentation {inputs.fixed_seg} has size {fixed_seg.GetSize()}, "
+                                 f"but the fixed image has {fixed.GetSize()}")
+            fixed_seg.CopyInformation(fixed) if np.allclose(fixed_seg.GetSpacing(), fixed.GetSpacing(), atol=1e-3) else None
+        fixed_pts = moving_pts = None
+        if inputs.fixed_landmarks or inputs.moving_landmarks:
+            if not (inputs.fixed_landmarks and inputs.moving_landmarks):
+                raise InputError("TRE needs both --fixed-landmarks and --moving-landmarks")
+            fixed_pts = read_points(inputs.fixed_landmarks, fixed)
+            moving_pts = read_points(inputs.moving_landmarks, moving)
+            check_pairs(fixed_pts, moving_pts)
+        fixed01, fixed_modality = normalise_intensity(fixed, settings.fixed_modality)
+        moving01, moving_modality = normalise_intensity(moving, settings.moving_modality)
+        reporter("load", 1.0, f"fixed {fixed_modality.upper()} {fixed.GetSize()}, moving {moving_modality.upper()} {moving.GetSize()}")
+
+    # ------------------------------------------------------------------ affine
+    with timer.stage("affine"):
+        if settings.affine:
+            affine, affine_report = affine_prealign(fixed01, moving01,
+                                                    lambda f, m: reporter("affine", f, m))
+        else:
+            affine, affine_report = identity_affine(), {"chosen": "disabled"}
+            reporter("affine", 1.0, "affine pre-alignment disabled")
+
+    spacing = float(settings.spacing) if settings.spacing else default_spacing(fixed)
+    if spacing <= 0:
+        raise InputError(f"--spacing must be positive, got {spacing}")
+    grid = working_grid(fixed01, spacing)
+    check_memory(grid, settings.pca_dims + 12)
+
+    # ------------------------------------------------------------------ encode
+    with timer.stage("encode"):
+        encoder = encoder_factory(settings)
+        try:
+            fixed_feats, moving_feats, encoder_info = encoder.features(fixed01, moving01, affine, grid, reporter)
+        except (MemoryError, torch.OutOfMemoryError) as exc:
+            raise ResourceError(f"not enough memory while encoding ({exc.__class__.__name__}); "
+                                "use a coarser --spacing or a larger --slice-step") from None
+
+    # ------------------------------------------------------------------ optimise
+    with timer.stage("optimise"):
+        reporter("optimise", 0.0, f"{settings.method} on {tuple(grid.size)} working grid")
+        try:
+            result = method(fixed_feats.to(device), moving_feats.to(device), settings, reporter)
+        except (MemoryError, torch.OutOfMemoryError) as exc:
+            raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
+                                "use a coarser --spacing") from None
+        field = result.displacement.cpu()
+        del fixed_feats, moving_feats
+        reporter("optimise", 1.0, "optimisation done")
+
+    # ------------------------------------------------------------------ write
+    output_dir = Path(inputs.output_dir)
+    created_dir = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = output_dir / f".samreg-staging-{secrets.token_hex(6)}"
+    staging.mkdir()
+    try:
+        with timer.stage("write"):
+            reporter("write", 0.0, "composing the displacement field")
+            fixed_grid = Grid.from_image(fixed)
+            disp = total_displacement(fixed_grid, grid, field, affine)
+            disp_img = displacement_image(disp, fixed_grid)
+            transform = displacement_transform(disp_img)
+            reporter("write", 0.3, "warping")
+            background = float(sitk.GetArrayViewFromImage(moving).min())
+            warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, background, sitk.sitkFloat32)
+            write_image_atomic(warped, staging / "warped.nii.gz")
+            write_image_atomic(disp_img, staging / "displacement.nrrd")
+            reporter("write", 0.5, "Jacobian and metrics")
+            jac = jacobian_determinant(disp, fixed.GetSpacing(), np.asarray(fixed.GetDirection()).reshape(3, 3))
+            write_image_atomic(fixed_grid.image_from_array(jac.astype(np.float32)), staging / "jacobian.nii.gz")
+            metrics: dict = {"sdlogj": sdlogj(jac), "fold_percent": fold_percent(jac)}
+            initial: dict = {"sdlogj": 0.0, "fold_percent": 0.0}
+            after_affine: dict = {}
+            affine_tx = affine if settings.affine else None
+            if fixed_seg is not None:
+                labels = list(inputs.labels) if inputs.labels else _labels_in(fixed_seg, moving_seg)
+                warped_seg = resample_segmentation(moving_seg, fixed_seg, transform)
+                write_image_atomic(warped_seg, staging / "warped_seg.nii.gz")
+                metrics.update(segmentation_metrics(fixed_seg, warped_seg, labels))
+                initial.update(segmentation_metrics(fixed_seg, resample_segmentation(moving_seg, fixed_seg, None), labels))
+                if affine_tx is not None:
+                    after_affine.update(segmentation_metrics(
+                        fixed_seg, resample_segmentation(moving_seg, fixed_seg, affine_tx), labels))
+            if fixed_pts is not None:
+                mean, sd, per_point = tre(fixed_pts, moving_pts, disp_img)
+                metrics.update({"tre_mean_mm": mean, "tre_sd_mm": sd, "tre_median_mm": float(np.median(per_point))})
+                mean0, sd0, per0 = tre_initial(fixed_pts, moving_pts)
+                initial.update({"tre_mean_mm": mean0, "tre_sd_mm": sd0, "tre_median_mm": float(np.median(per0))})
+                if affine_tx is not None:
+                    matrix, offset = affine_to_matrix(affine_tx)
+                    d = np.linalg.norm(fixed_pts @ matrix.T + offset - moving_pts, axis=1)
+                    after_affine.update({"tre_mean_mm": float(d.mean()), "tre_sd_mm": float(d.std())})
+            metrics["initial"] = initial
+            if after_affine:
+                metrics["affine"] = after_affine
+            reporter("write", 0.8, "QC figure")
+            before = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, background, sitk.sitkFloat32)
+            write_qc_png(fixed, before, warped, staging / "qc.png",
+                         title=f"{Path(inputs.moving).name} -> {Path(inputs.fixed).name}")
+        report = {
+            "version": __version__,
+            "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(inputs).items()},
+            "settings": {**settings.to_dict(), "spacing": spacing},
+            "resolved": {"fixed_modality": fixed_modality, "moving_modality": moving_modality,
+                         "working_grid": {"size": list(grid.size), "spacing": list(grid.spacing)},
+                         "affine": affine_report, "encoder": encoder_info, "method": result.info},
+            "device": str(device),
+            "timings": timer.report(),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "metrics": metrics,
+        }
+        report["inputs"]["labels"] = list(inputs.labels) if inputs.labels else None
+        write_json_atomic(report, staging / "report.json")
+        reporter.check_cancelled()
+        for item in sorted(staging.iterdir()):
+            os.replace(item, output_dir / item.name)
+        reporter("write", 1.0, f"outputs in {output_dir}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created_dir:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return report

@@ -22,14 +22,14 @@ class Settings:
     moving_modality: str = "auto"
     # features
     slice_axis: str = "auto"             # auto | x | y | z (world axis of the fixed frame)
-    slice_step: int = 3                  # encode every k-th slice, interpolate the rest
+    slice_step: Optional[int] = None     # encode every k-th slice (None: about every 3 mm)
     pca_dims: int = 12
     mind_weight: float = 1.0             # weight of MIND channels in fused encoders
     cache_dir: Optional[str] = None      # feature cache; None = ~/.cache/samreg/features
     use_cache: bool = True
     # convexadam optimiser (units: working-grid voxels unless stated)
     grid_sp: int = 3                     # convex-stage grid, in working voxels
-    disp_hw: int = 5                     # convex search half-width, in convex-grid voxels
+    disp_hw: int = 4                     # convex search half-width, in convex-grid voxels
     grid_sp_adam: int = 1                # Adam field grid, in working voxels
     lambda_reg: float = 1.0              # diffusion regularisation weight
     iterations: int = 80

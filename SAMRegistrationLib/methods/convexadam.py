@@ -1,0 +1,240 @@
+"""ConvexAdam on arbitrary feature volumes (Siebert et al., TMI 2024; seed 004).
+
+1. Features are average-pooled onto a coarse grid (``grid_sp`` working voxels per cell).
+2. A dense SSD cost volume over integer shifts in [-disp_hw, disp_hw]^3 coarse cells,
+   aggregated over a 3^3 patch twice.
+3. Coupled convex optimisation: alternate a per-node argmin of cost + theta |d - v|^2 with a
+   3^3 box smoothing of the chosen shifts, theta rising over a fixed schedule.
+4. Inverse consistency: both directions are solved and symmetrised by fixed-point steps.
+5. Adam instance optimisation of a dense field on a ``grid_sp_adam`` grid, smoothed by three
+   3^3 box filters each step, SSD of features plus diffusion regularisation.
+
+Every field is (1, 3, D, H, W) with channels (x, y, z) in voxel units of the grid it lives on.
+Sampling is ``align_corners=True`` throughout within a grid; moving between a grid and its
+pooled version uses cell-centred interpolation, so shifts are never off by half a cell
+(a scale bug of the public code). The result is always upsampled and scaled to working
+voxels (the public code's ``ic=False`` path forgets this).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import register_method
+
+THETAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class ConvexAdamResult:
+    displacement: torch.Tensor   # (1, 3, D, H, W) working-voxel units, (x, y, z)
+    info: dict
+
+
+# --------------------------------------------------------------------------- helpers
+def _box3_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    if n == 1:
+        return x
+    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    return (before + x + after) / 3.0
+
+
+def box3(x: torch.Tensor, times: int = 1) -> torch.Tensor:
+    """``times`` 3^3 box filters with replicate padding on the last three axes.
+
+    Built from shifted slices, one axis at a time: identical to a padded avg_pool3d but
+    several times faster on CPU, forward and backward.
+    """
+    for _ in range(times):
+        for dim in (-3, -2, -1):
+            x = _box3_axis(x, dim)
+    return x
+
+
+def identity_grid(shape, device, dtype=torch.float32) -> torch.Tensor:
+    """Normalised (align_corners=True) identity sampling grid, (1, D, H, W, 3) in (x, y, z)."""
+    axes = [torch.linspace(-1, 1, n, device=device, dtype=dtype) if n > 1 else torch.zeros(1, device=device, dtype=dtype)
+            for n in shape]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([x, y, z], dim=-1)[None]
+
+
+def voxel_to_normalised(field: torch.Tensor) -> torch.Tensor:
+    """(1, 3, D, H, W) voxel displacements -> (1, D, H, W, 3) normalised offsets."""
+    d, h, w = field.shape[-3:]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1), 2.0 / max(d - 1, 1)],
+                         device=field.device, dtype=field.dtype)
+    return field.permute(0, 2, 3, 4, 1) * scale
+
+
+def warp(values: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """values(x + field(x)) for fields in voxel units of ``values``' grid."""
+    grid = identity_grid(values.shape[-3:], values.device, values.dtype) + voxel_to_normalised(field)
+    return F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def resize_field(field: torch.Tensor, shape, factor: float) -> torch.Tensor:
+    """Cell-centred trilinear resize to ``shape``, displacements multiplied by ``factor``."""
+    return F.interpolate(field, size=tuple(shape), mode="trilinear", align_corners=False) * factor
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    pads = []
+    for n in reversed(x.shape[-3:]):
+        pads += [0, (-n) % multiple]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+
+# --------------------------------------------------------------------------- convex stage
+def shift_offsets(radius: int, device) -> torch.Tensor:
+    r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    dz, dy, dx = torch.meshgrid(r, r, r, indexing="ij")
+    return torch.stack([dx.reshape(-1), dy.reshape(-1), dz.reshape(-1)], dim=1)   # (L, 3) (x, y, z)
+
+
+def ssd_cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torch.Tensor:
+    """cost[l, z, y, x] = sum_c (fixed(p) - moving(p + d_l))^2, patch-aggregated; (L, D, H, W).
+
+    Labels are ordered like :func:`shift_offsets` (z slowest, x fastest). The x shifts of one
+    (z, y) shift are evaluated together through a strided view of the padded moving volume.
+    """
+    _, channels, d, h, w = fixed.shape
+    padded = F.pad(moving, [radius] * 6, mode="replicate")[0]
+    side = 2 * radius + 1
+    cost = torch.empty(side, side, side, d, h, w, device=fixed.device, dtype=fixed.dtype)
+    fix = fixed[0].unsqueeze(-2)                                       # (C, d, h, 1, w)
+    for dz in range(side):
+        for dy in range(side):
+            block = padded[:, dz:dz + d, dy:dy + h, :]                # (C, d, h, w + 2r)
+            shifted = block.unfold(-1, w, 1)                           # (C, d, h, side, w)
+            cost[dz, dy] = (fix - shifted).pow_(2).sum(0).permute(2, 0, 1, 3)
+    return box3(box3(cost.view(side ** 3, d, h, w)))
+
+
+def coupled_convex(cost: torch.Tensor, offsets: torch.Tensor, thetas=THETAS, chunk: int = 1 << 15) -> torch.Tensor:
+    """Returns the smoothed shift field (1, 3, D, H, W) in coarse-cell units."""
+    labels, d, h, w = cost.shape
+    flat = cost.view(labels, -1)
+    choice = offsets[flat.argmin(0)]                                   # (N, 3)
+    smooth = box3(choice.t().reshape(1, 3, d, h, w))
+    off_sq = (offsets ** 2).sum(1, keepdim=True)                      # (L, 1)
+    for theta in thetas:
+        v = smooth.view(3, -1).t()                                     # (N, 3)
+        best = torch.empty(v.shape[0], dtype=torch.long, device=cost.device)
+        for start in range(0, v.shape[0], chunk):
+            vs = v[start:start + chunk]
+            # theta * |d - v|^2 = theta * (|d|^2 - 2 d.v + |v|^2); |v|^2 is constant per node
+            score = flat[:, start:start + chunk] + theta * (off_sq - 2.0 * offsets @ vs.t())
+            best[start:start + chunk] = score.argmin(0)
+        choice = offsets[best]
+        smooth = box3(choice.t().reshape(1, 3, d, h, w))
+    return smooth
+
+
+def inverse_consistent(forward: torch.Tensor, backward: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Symmetrise two fields (voxel units) so that forward ~ -backward o (id + forward)."""
+    for _ in range(iterations):
+        f_new = 0.5 * (forward - warp(backward, forward))
+        b_new = 0.5 * (backward - warp(forward, backward))
+        forward, backward = f_new, b_new
+    return forward
+
+
+# --------------------------------------------------------------------------- Adam stage
+def _diffusion_grad(field: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Value and gradient of sum over axes of mean((forward difference)^2)."""
+    value = 0.0
+    grad = torch.zeros_like(field)
+    for dim in (2, 3, 4):
+        n = field.shape[dim]
+        if n < 2:
+            continue
+        diff = field.diff(dim=dim)
+        value += float(diff.pow(2).mean())
+        g = diff * (2.0 / diff.numel())
+        grad.narrow(dim, 1, n - 1).add_(g)
+        grad.narrow(dim, 0, n - 1).sub_(g)
+    return value, grad
+
+
+def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, iterations: int,
+                lambda_reg: float, lr: float, reporter=None) -> torch.Tensor:
+    """Instance optimisation on the pooled grid; returns the smoothed field (voxel units).
+
+    The field is a free parameter smoothed by three 3^3 box filters before use. Autograd only
+    sees ``grid_sample`` and the SSD; the smoother's backward pass is applied by hand (the box
+    smoother is symmetric up to boundary terms) and the diffusion gradient is analytic, which
+    makes a step several times cheaper on CPU than differentiating everything.
+    """
+    param = init.clone()
+    param.grad = torch.zeros_like(param)
+    optimiser = torch.optim.Adam([param], lr=lr)
+    base = identity_grid(fixed.shape[-3:], fixed.device, fixed.dtype)
+    for step in range(iterations):
+        field = box3(param, times=3).requires_grad_(True)
+        warped = F.grid_sample(moving, base + voxel_to_normalised(field), mode="bilinear",
+                               padding_mode="border", align_corners=True)
+        data = (warped - fixed).pow_(2).sum(1).mean()
+        data.backward()
+        reg_value, reg_grad = _diffusion_grad(field.detach())
+        grad_field = field.grad.add_(reg_grad, alpha=lambda_reg)
+        param.grad = box3(grad_field, times=3)
+        optimiser.step()
+        if reporter is not None and (step % 10 == 0 or step == iterations - 1):
+            loss = float(data) + lambda_reg * reg_value
+            reporter("optimise", 0.5 + 0.5 * (step + 1) / iterations, f"Adam {step + 1}/{iterations} loss {loss:.4f}")
+    return box3(param, times=3)
+
+
+# --------------------------------------------------------------------------- method
+def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None) -> ConvexAdamResult:
+    """Register (C, D, H, W) moving features to fixed features on the same working grid."""
+    report = reporter or (lambda *a, **k: None)
+    shape = fixed.shape[-3:]
+    gs, ga = int(settings.grid_sp), int(settings.grid_sp_adam)
+    multiple = gs * ga // math.gcd(gs, ga)
+    fix = pad_to_multiple(fixed[None].float(), multiple)
+    mov = pad_to_multiple(moving[None].float(), multiple)
+    padded_shape = fix.shape[-3:]
+
+    with torch.no_grad():
+        report("optimise", 0.0, "cost volume")
+        fix_c, mov_c = F.avg_pool3d(fix, gs), F.avg_pool3d(mov, gs)
+        radius = int(settings.disp_hw)
+        offsets = shift_offsets(radius, fix.device)
+        cost = ssd_cost_volume(fix_c, mov_c, radius)
+        report("optimise", 0.15, "coupled convex optimisation")
+        forward = coupled_convex(cost, offsets)
+        del cost
+        if settings.ic_iterations > 0:
+            cost_back = ssd_cost_volume(mov_c, fix_c, radius)
+            backward = coupled_convex(cost_back, offsets)
+            del cost_back
+            forward = inverse_consistent(forward, backward, int(settings.ic_iterations))
+        report("optimise", 0.45, "convex stage done")
+        # coarse cells -> Adam-grid voxels
+        adam_shape = [n // ga for n in padded_shape]
+        init = resize_field(forward, adam_shape, gs / ga)
+        fix_a, mov_a = (F.avg_pool3d(fix, ga), F.avg_pool3d(mov, ga)) if ga > 1 else (fix, mov)
+
+    if settings.iterations > 0:
+        field = adam_refine(fix_a, mov_a, init, int(settings.iterations), float(settings.lambda_reg),
+                            float(settings.learning_rate), report)
+    else:
+        field = init
+    with torch.no_grad():
+        full = resize_field(field, padded_shape, float(ga)) if ga > 1 else field
+        full = full[..., :shape[0], :shape[1], :shape[2]].contiguous()
+    info = {"coarse_grid": list(fix_c.shape[-3:]), "labels": int(offsets.shape[0]),
+            "adam_grid": list(adam_shape)}
+    return ConvexAdamResult(full, info)
+
+
+@register_method("convexadam")
+def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None) -> ConvexAdamResult:
+    return convex_adam(fixed, moving, settings, reporter)
