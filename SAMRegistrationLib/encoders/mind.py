@@ -54,7 +54,7 @@ def mind_ssc(volume: torch.Tensor, radius: int = 1, dilation: int = 2) -> torch.
     ssd = torch.cat(channels, dim=1)
     ssd = ssd - ssd.min(dim=1, keepdim=True).values
     variance = ssd.mean(dim=1, keepdim=True)
-    mean_var = variance.mean()
+    mean_var = variance.mean().clamp_min(1e-12)   # a constant volume has no variance at all
     variance = variance.clamp(mean_var * 1e-3, mean_var * 1e3)
     return torch.exp(-ssd / variance)
 

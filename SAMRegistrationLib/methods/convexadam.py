@@ -186,7 +186,7 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
         param.grad = box3(grad_field, times=3)
         optimiser.step()
         if reporter is not None and (step % 10 == 0 or step == iterations - 1):
-            loss = float(data) + lambda_reg * reg_value
+            loss = data.item() + lambda_reg * reg_value
             reporter("optimise", 0.5 + 0.5 * (step + 1) / iterations, f"Adam {step + 1}/{iterations} loss {loss:.4f}")
     return box3(param, times=3)
 

@@ -1,0 +1,122 @@
+"""MIND-SSC, slice-wise stacks in physical space, joint PCA and the feature cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from phantom import oblique_direction, phantom
+from SAMRegistrationLib.encoders.mind import mind_ssc
+from SAMRegistrationLib.encoders.slicewise import (FeatureStack, cached_stack, choose_axis, choose_step,
+                                                  encode_stack, joint_pca, project, scale_to_variance)
+from SAMRegistrationLib.grid import Grid
+from SAMRegistrationLib.resample import sample_tensor
+from SAMRegistrationLib.settings import Settings
+from SAMRegistrationLib.volume import normalise_intensity
+
+
+class PoolingSliceEncoder:
+    """A real (if trivial) slice encoder: 4x4 average pooling of the intensity, 2 channels."""
+    name = "pool"
+    canvas = 64
+    stride = 4
+    channels = 2
+    size_multiple = 4
+    flexible_size = True
+    device = torch.device("cpu")
+    batch_size = 4
+
+    def embed(self, slices: torch.Tensor) -> torch.Tensor:
+        pooled = F.avg_pool2d(slices, 4)
+        return torch.cat([pooled, pooled ** 2], dim=1)
+
+
+def test_mind_shape_range_and_intensity_invariance():
+    image = torch.from_numpy(sitk.GetArrayFromImage(phantom()))[None, None]
+    mind = mind_ssc(image)
+    assert mind.shape == (1, 12, *image.shape[-3:])
+    assert torch.isfinite(mind).all() and mind.min() > 0 and mind.max() <= 1
+    rescaled = mind_ssc(image * 3.0 + 50.0)
+    assert torch.allclose(mind, rescaled, atol=1e-4)
+    assert torch.isfinite(mind_ssc(torch.ones(1, 1, 8, 8, 8))).all()
+
+
+def test_stack_features_land_on_the_anatomy():
+    """Sampling a slice-wise stack at the image's own voxels gives back the (blurred) image."""
+    image, _ = normalise_intensity(phantom(direction=oblique_direction()))
+    axis = choose_axis(image, "auto")
+    assert axis == 2                                    # the 2.5 mm axis is the acquisition axis
+    stack = encode_stack(image, PoolingSliceEncoder(), axis, step=2)
+    grid = Grid.from_image(image)
+    sampled = sample_tensor(stack.features[:1][None].float(), stack.grid, grid.world_points())[0, 0].numpy()
+    truth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, 2.5))
+    inside = truth > 0.05
+    correlation = np.corrcoef(sampled[inside], truth[inside])[0, 1]
+    assert correlation > 0.9, correlation
+    # the centre of intensity mass agrees within a millimetre
+    points = grid.world_points().numpy()
+    com_truth = (points * truth[..., None]).sum((0, 1, 2)) / truth.sum()
+    com_stack = (points * sampled[..., None]).sum((0, 1, 2)) / sampled.sum()
+    assert np.linalg.norm(com_truth - com_stack) < 1.0
+
+
+def test_slice_step_and_axis_choice():
+    assert choose_step(1.0, None) == 3 and choose_step(10.0, None) == 1 and choose_step(1.0, 5) == 5
+    iso = phantom(size=(30, 40, 50), spacing=(1, 1, 1))
+    assert choose_axis(iso, "auto") == 0                 # fewest slices when isotropic
+    assert choose_axis(iso, "y") == 1
+
+
+def _random_stack(seed: int, basis: torch.Tensor) -> FeatureStack:
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randn(basis.shape[1], 6, 7, 8, generator=g)
+    feats = torch.einsum("cd,dzyx->czyx", basis, codes) + 0.01 * torch.randn(basis.shape[0], 6, 7, 8, generator=g)
+    grid = Grid((8, 7, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    return FeatureStack(grid, feats.half(), torch.ones(6, 7, 8, dtype=torch.bool))
+
+
+def test_joint_pca_finds_the_shared_subspace_and_scaling():
+    basis, _ = torch.linalg.qr(torch.randn(32, 3, generator=torch.Generator().manual_seed(0)))
+    stacks = [_random_stack(1, basis), _random_stack(2, basis)]
+    mean, components = joint_pca(stacks, 3)
+    assert components.shape == (32, 3)
+    # the found 3D subspace equals the generating one
+    overlap = torch.linalg.svdvals(basis.T @ components)
+    assert overlap.min() > 0.99
+    a, b = project(stacks[0], mean, components)[0], project(stacks[1], mean, components)[0]
+    valid = torch.ones(a.shape[1:], dtype=torch.bool)
+    a, b = scale_to_variance(a, b, valid, valid, target=1.0)
+    total = torch.cat([a.flatten(1), b.flatten(1)], 1).var(1).sum()
+    assert abs(float(total) - 1.0) < 0.05
+
+
+def test_feature_cache_hit_miss_and_damage(tmp_path):
+    settings = Settings(cache_dir=str(tmp_path / "cache"))
+    image, _ = normalise_intensity(phantom())
+    calls = []
+
+    def make():
+        calls.append(1)
+        return encode_stack(image, PoolingSliceEncoder(), 2, 2)
+
+    first, hit1 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
+    second, hit2 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
+    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    assert torch.equal(first.features, second.features) and first.grid == second.grid
+    # other settings or other content miss
+    _, hit3 = cached_stack(image, "pool", "v1", 2, 3, settings, make)
+    changed = sitk.Image(image)
+    changed[5, 5, 5] = 0.5
+    _, hit4 = cached_stack(changed, "pool", "v1", 2, 2, settings, make)
+    assert not hit3 and not hit4 and len(calls) == 3
+    # a damaged entry is rebuilt, not fatal
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_bytes(b"garbage")
+    _, hit5 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
+    assert not hit5 and len(calls) == 4
+    # use_cache=False never reads or writes
+    settings.use_cache = False
+    _, hit6 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
+    assert not hit6 and len(calls) == 5
