@@ -29,6 +29,7 @@ def _configs(quick: bool):
     def add(label, **kw):
         out.append(dict(BASE, label=label, **kw))
 
+    # BASE is the plain fp32 model (BN folded, contiguous NCHW); the encoder's default adds channels_last
     for b in (1, 2, 4, 8):
         add(f"256x256 b{b}", batch=b)
     add("256x256 b2 no-BN-fold", fold=False)
