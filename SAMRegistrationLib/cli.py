@@ -1,0 +1,293 @@
+"""Command line: ``samreg register | demo | worker | encoders | methods``.
+
+Cheap checks (files exist, labels parse, names known) run before heavy imports; torch is
+only imported by the pipeline, so ``samreg --help`` stays fast. User errors
+(:class:`SamregError`) print one line ``samreg: error: ...`` and exit 2; not enough memory
+exits 3; cancel (Ctrl-C, SIGTERM) exits 130; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import Cancelled, InputError, ResourceError, SamregError
+from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, OutputGuard, check_input_files,
+                     is_out_of_memory, key_metrics, one_line, package_version, parse_labels,
+                     validate_names)
+
+
+# ----------------------------------------------------------------------------- progress bars
+class StageBars:
+    """Progress callback drawing one tqdm bar per stage on stderr (nothing when disabled)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._stage: Optional[str] = None
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage:
+            self.close()
+            from tqdm import tqdm
+            self._stage = stage
+            self._bar = tqdm(total=100, desc=f"{stage:<8}", file=sys.stderr, leave=True,
+                             dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
+        bar = self._bar
+        if message:
+            bar.set_postfix_str(str(message)[:60], refresh=False)
+        target = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        if target > bar.n:
+            bar.update(target - bar.n)      # redraws
+        else:
+            bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar = None
+        self._stage = None
+
+
+class _CancelOnSignal:
+    """First SIGINT/SIGTERM sets the cancel event; a second SIGINT interrupts at once."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self._previous: dict = {}
+
+    def _handler(self, signum, _frame) -> None:
+        if self.cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.cancel.set()
+        print("\nsamreg: cancelling (press Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __enter__(self) -> "_CancelOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+# ----------------------------------------------------------------------------- argument parsing
+def _positive(kind: Callable, allow_zero: bool = False) -> Callable[[str], Any]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if allow_zero else '> 0'}, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``samreg`` (no heavy imports)."""
+    parser = argparse.ArgumentParser(
+        prog="samreg", description="Deformable registration of 3D medical images with "
+        "Segment-Anything-family features.")
+    parser.add_argument("--version", action="version", version=f"samreg {package_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    reg = sub.add_parser("register", help="register MOVING to FIXED",
+                         description="Register MOVING to FIXED and write warped.nii.gz, displacement.nrrd, "
+                         "jacobian.nii.gz, qc.png and report.json into OUTDIR. Only the options given "
+                         "override the defaults.")
+    reg.add_argument("fixed", metavar="FIXED", type=Path, help="fixed (reference) image")
+    reg.add_argument("moving", metavar="MOVING", type=Path, help="moving image")
+    reg.add_argument("-o", "--output", dest="output_dir", metavar="OUTDIR", type=Path, required=True,
+                     help="output folder (created if missing)")
+    g = reg.add_argument_group("method")
+    g.add_argument("--encoder", help="feature encoder (see `samreg encoders`)")
+    g.add_argument("--method", help="registration method (see `samreg methods`)")
+    g.add_argument("--checkpoint", metavar="PATH", help="model checkpoint for SAM ViT encoders")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    g.add_argument("--no-affine", dest="affine", action="store_false", default=None,
+                   help="skip the built-in affine pre-alignment")
+    g = reg.add_argument_group("grid and features")
+    g.add_argument("--spacing", type=_positive(float), metavar="MM", help="working-grid spacing in mm")
+    g.add_argument("--slice-step", type=_positive(int), metavar="K", help="encode every K-th slice")
+    g.add_argument("--slice-axis", choices=("auto", "x", "y", "z"))
+    g.add_argument("--pca-dims", type=_positive(int), metavar="D", help="feature channels after PCA")
+    g.add_argument("--fixed-modality", choices=("auto", "ct", "mr"))
+    g.add_argument("--moving-modality", choices=("auto", "ct", "mr"))
+    g.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
+                   help="do not read or write the feature cache")
+    g.add_argument("--cache-dir", metavar="DIR", help="feature cache folder")
+    g = reg.add_argument_group("optimiser")
+    g.add_argument("--iterations", type=_positive(int, allow_zero=True), metavar="N")
+    g.add_argument("--lambda-reg", type=_positive(float, allow_zero=True), metavar="W",
+                   help="regularisation weight")
+    g.add_argument("--threads", type=_positive(int), metavar="N", help="CPU threads")
+    g = reg.add_argument_group("evaluation (optional)")
+    g.add_argument("--fixed-seg", type=Path, metavar="PATH", help="fixed label map")
+    g.add_argument("--moving-seg", type=Path, metavar="PATH", help="moving label map (warped too)")
+    g.add_argument("--labels", metavar="1,2,3", help="labels to evaluate (default: all)")
+    g.add_argument("--fixed-landmarks", type=Path, metavar="PATH")
+    g.add_argument("--moving-landmarks", type=Path, metavar="PATH")
+    reg.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    reg.set_defaults(func=cmd_register)
+
+    demo = sub.add_parser("demo", help="register a built-in brain example with a known deformation",
+                          description="Offline demo on the MNI152 template (from nilearn) warped by a "
+                          "known random deformation; prints endpoint error, Dice and folding.")
+    demo.add_argument("-o", "--output", dest="output_dir", metavar="OUTDIR", type=Path,
+                      default=Path("samreg-demo"), help="output folder (default: ./samreg-demo)")
+    demo.add_argument("--encoder", help="override the default encoder (e.g. mind for a quick run)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
+
+    work = sub.add_parser("worker", help="run a JSON job, streaming JSON events on stdout",
+                          description="Run the job in JOB.json and stream one JSON event per line "
+                          "on stdout (see SAMRegistrationLib/worker.py for the schema).")
+    work.add_argument("--job", required=True, metavar="JOB.json", type=Path)
+    work.set_defaults(func=cmd_worker)
+
+    sub.add_parser("encoders", help="list the available encoders").set_defaults(func=cmd_encoders)
+    sub.add_parser("methods", help="list the available registration methods").set_defaults(func=cmd_methods)
+    return parser
+
+
+_SETTING_OPTIONS = ("encoder", "method", "checkpoint", "device", "affine", "spacing", "slice_step",
+                    "slice_axis", "pca_dims", "fixed_modality", "moving_modality", "use_cache",
+                    "cache_dir", "iterations", "lambda_reg", "threads")
+
+
+# ----------------------------------------------------------------------------- commands
+def _print_summary(output_dir: Path, seconds: float, report: dict) -> None:
+    metrics = key_metrics(report if isinstance(report, dict) else {})
+    print(f"Output folder: {Path(output_dir).absolute()}")
+    print(f"Total time:    {seconds:.1f} s")
+    labels = {"dice_mean": ("Mean Dice", "{:.3f}"), "tre_mean_mm": ("Mean TRE", "{:.2f} mm"),
+              "fold_percent": ("Folding", "{:.3f} %")}
+    for name, (label, fmt) in labels.items():
+        if name in metrics:
+            line = f"{label + ':':<15}{fmt.format(metrics[name])}"
+            if f"{name}_initial" in metrics:
+                line += f"  (initial {fmt.format(metrics[f'{name}_initial'])})"
+            print(line)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """``samreg register``: validate cheaply, then run the pipeline with progress bars."""
+    check_input_files(fixed=args.fixed, moving=args.moving, fixed_seg=args.fixed_seg,
+                      moving_seg=args.moving_seg, fixed_landmarks=args.fixed_landmarks,
+                      moving_landmarks=args.moving_landmarks)
+    labels = parse_labels(args.labels)
+    if args.checkpoint:
+        check_input_files(checkpoint=Path(args.checkpoint).expanduser())
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(f"output path exists and is not a folder: {args.output_dir}")
+    validate_names(args.encoder, args.method)
+
+    from .pipeline import RegistrationInputs, register
+    from .settings import Settings
+
+    overrides = {k: getattr(args, k) for k in _SETTING_OPTIONS if getattr(args, k) is not None}
+    settings = Settings.from_dict(overrides)
+    inputs = RegistrationInputs(fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
+                                fixed_seg=args.fixed_seg, moving_seg=args.moving_seg, labels=labels,
+                                fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
+    return _run_guarded(args.output_dir, not args.quiet,
+                        lambda progress, cancel: register(inputs, settings, progress=progress, cancel=cancel),
+                        summary=lambda report, seconds: _print_summary(args.output_dir, seconds, report))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``samreg demo``: the built-in brain example."""
+    from .demo import print_results, run_demo
+    settings = None
+    if args.encoder is not None:
+        validate_names(args.encoder, None)
+        from .settings import Settings
+        settings = Settings(encoder=args.encoder)
+    return _run_guarded(args.output_dir, not args.quiet,
+                        lambda progress, cancel: run_demo(args.output_dir, progress=progress, cancel=cancel,
+                                                          settings=settings, verbose=False),
+                        summary=lambda results, seconds: print_results(results))
+
+
+def _run_guarded(output_dir: Path, show_progress: bool,
+                 job: Callable[[Callable, threading.Event], dict],
+                 summary: Optional[Callable[[dict, float], None]]) -> int:
+    """Run ``job(progress, cancel)``; on failure/cancel remove what appeared in ``output_dir``."""
+    guard = OutputGuard(output_dir)
+    bars = StageBars(show_progress)
+    cancel = threading.Event()
+    start = time.perf_counter()
+    ok = False
+    try:
+        with _CancelOnSignal(cancel):
+            result = job(bars, cancel)
+        bars.close()
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        ok = True
+    finally:
+        bars.close()
+        if not ok:
+            guard.cleanup()
+    if summary is not None:
+        summary(result, time.perf_counter() - start)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_job
+    return run_job(args.job)
+
+
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from .registry import encoder_names
+    print("\n".join(encoder_names()))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .registry import method_names
+    print("\n".join(method_names()))
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``samreg`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        stream=sys.stderr, format="samreg: %(message)s")
+    try:
+        return args.func(args)
+    except Cancelled:
+        print("samreg: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except ResourceError as exc:
+        print(f"samreg: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_MEMORY
+    except SamregError as exc:
+        print(f"samreg: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("\nsamreg: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        print(f"samreg: error: not enough memory: {one_line(exc)}", file=sys.stderr)
+        return EXIT_MEMORY
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""``samreg worker --job JOB.json``: the JSON event stream, errors and cancellation (SIGTERM)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cli import REPO, digest, write_pair
+
+STAGES = ("load", "affine", "encode", "optimise", "write")
+
+
+def write_job(folder: Path, **fields) -> Path:
+    job = {"fixed": "in/fixed.nii.gz", "moving": "in/moving.nii.gz", "output_dir": "out",
+           "settings": {"encoder": "mind"}}
+    job.update(fields)
+    path = folder / "job.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def start_worker(job: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "SAMRegistrationLib.cli", "worker", "--job", str(job)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+
+
+def parse_events(stdout: str) -> list[dict]:
+    """Every stdout line must be one JSON object with an 'event' field."""
+    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert all(isinstance(e, dict) and "event" in e for e in events)
+    return events
+
+
+def run_worker(job: Path, timeout: float = 600) -> tuple[int, list[dict], str]:
+    proc = start_worker(job)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return proc.returncode, parse_events(stdout), stderr
+
+
+def test_event_stream_and_report(tmp_path):
+    files = write_pair(tmp_path / "in")
+    job = write_job(tmp_path, fixed_seg="in/fixed_seg.nii.gz", moving_seg="in/moving_seg.nii.gz",
+                    labels=[1, 2, 3])
+    before = digest(tmp_path / "in")
+    status, events, stderr = run_worker(job)
+    assert status == 0, stderr
+    assert events[0]["event"] == "started" and events[0]["pid"] > 0 and events[0]["version"]
+    assert events[-1]["event"] == "done", events[-1]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress, "no progress events"
+    for e in progress:
+        assert set(e) >= {"stage", "fraction", "message", "overall"}
+        assert 0.0 <= e["fraction"] <= 1.0 and 0.0 <= e["overall"] <= 1.0
+    # stages appear in pipeline order and the overall fraction never goes back
+    order = [STAGES.index(e["stage"]) for e in progress if e["stage"] in STAGES]
+    assert order == sorted(order) and set(order) == set(range(len(STAGES)))
+    overall = [e["overall"] for e in progress]
+    assert overall == sorted(overall)
+    done = events[-1]
+    out = tmp_path / "out"
+    assert Path(done["output_dir"]) == out.absolute()
+    assert Path(done["report"]).is_file() and Path(done["report"]) == out.absolute() / "report.json"
+    assert isinstance(done["metrics"], dict) and "dice_mean" in done["metrics"]
+    assert digest(tmp_path / "in") == before
+    assert files["fixed"].is_file()
+
+
+def test_missing_file_gives_error_event(tmp_path):
+    write_pair(tmp_path / "in", with_segs=False)
+    job = write_job(tmp_path, moving="in/does_not_exist.nii.gz")
+    status, events, stderr = run_worker(job, timeout=120)
+    assert status != 0
+    assert events[0]["event"] == "started"
+    error = events[-1]
+    assert error["event"] == "error" and error["kind"] == "InputError"
+    assert "does_not_exist.nii.gz" in error["message"] and "\n" not in error["message"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_job_files(tmp_path):
+    write_pair(tmp_path / "in", with_segs=False)
+    job = write_job(tmp_path, settings={"encoder": "mind", "no_such_setting": 1})
+    status, events, _ = run_worker(job, timeout=120)
+    assert status == 2 and events[-1]["kind"] == "InputError" and "no_such_setting" in events[-1]["message"]
+
+    job.write_text("{not json")
+    status, events, _ = run_worker(job, timeout=120)
+    assert status == 2 and events[-1]["event"] == "error" and events[-1]["kind"] == "InputError"
+
+    status, events, _ = run_worker(tmp_path / "nope.json", timeout=120)
+    assert status == 2 and "nope.json" in events[-1]["message"]
+
+
+def test_unknown_encoder_error_event(tmp_path):
+    write_pair(tmp_path / "in", with_segs=False)
+    job = write_job(tmp_path, settings={"encoder": "no-such-encoder"})
+    status, events, _ = run_worker(job, timeout=120)
+    assert status == 2
+    assert events[-1]["kind"] == "InputError" and "no-such-encoder" in events[-1]["message"]
+
+
+def test_sigterm_cancels_cleanly(tmp_path):
+    write_pair(tmp_path / "in", with_segs=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("pre-existing")
+    # many iterations so the job is still running when the signal arrives
+    job = write_job(tmp_path, settings={"encoder": "mind", "iterations": 100000, "use_cache": False})
+    before = sorted(os.listdir(out))
+    proc = start_worker(job)
+    lines: list[str] = []
+    saw_progress = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if '"progress"' in line and '"load"' not in line:
+                saw_progress.set()
+        saw_progress.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert saw_progress.wait(300), "no progress event"
+    assert proc.poll() is None, "job finished before it could be cancelled"
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    elapsed = time.monotonic() - sent
+    reader.join(5)
+    stderr = proc.stderr.read()
+    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
+    assert proc.returncode == 130, stderr
+    events = parse_events("".join(lines))
+    assert events[-1] == {"event": "error", "kind": "Cancelled", "message": "cancelled"}
+    assert sorted(os.listdir(out)) == before
+    assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == ["out"]
+
+
+def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
+    """In-process: stray prints from the pipeline go to stderr, stdout carries only events."""
+    from SAMRegistrationLib import pipeline, worker
+
+    write_pair(tmp_path / "in", with_segs=False)
+    job = write_job(tmp_path)
+
+    def fake_register(inputs, settings, progress=None, cancel=None):
+        print("noise from the pipeline")
+        for stage in STAGES:
+            progress(stage, 0.5, stage)
+        Path(inputs.output_dir).mkdir()
+        (Path(inputs.output_dir) / "report.json").write_text("{}")
+        return {"metrics": {"dice_mean": 0.7, "fold_percent": 0.0}, "initial": {"dice_mean": 0.4}}
+
+    monkeypatch.setattr(pipeline, "register", fake_register)
+    read_fd, write_fd = os.pipe()
+    saved = os.dup(1)
+    saved_stdout = sys.stdout
+    try:
+        os.dup2(write_fd, 1)
+        status = worker.run_job(job)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = saved_stdout
+        os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        text = pipe.read()
+    assert status == 0
+    events = parse_events(text)
+    assert "noise" not in text
+    assert events[-1]["metrics"] == {"dice_mean": 0.7, "dice_mean_initial": 0.4, "fold_percent": 0.0}
+
+
+def _run_in_process(job: Path) -> tuple[int, list[dict]]:
+    """Run ``worker.run_job`` in this process with fd 1 captured through a pipe."""
+    from SAMRegistrationLib import worker
+
+    read_fd, write_fd = os.pipe()
+    saved, saved_stdout = os.dup(1), sys.stdout
+    try:
+        os.dup2(write_fd, 1)
+        status = worker.run_job(job)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = saved_stdout
+        os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        return status, parse_events(pipe.read())
+
+
+@pytest.mark.parametrize("exc, kind, status", [
+    (ValueError("a bug"), "InternalError", 1),
+    (MemoryError(), "ResourceError", 3),
+    (RuntimeError("CUDA out of memory"), "ResourceError", 3),
+])
+def test_failures_are_classified_and_cleaned(tmp_path, monkeypatch, exc, kind, status):
+    from SAMRegistrationLib import pipeline
+
+    write_pair(tmp_path / "in", with_segs=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    job = write_job(tmp_path)
+
+    def fake_register(inputs, settings, progress=None, cancel=None):
+        progress("load", 1.0, "")
+        (out / "partial.nii.gz").write_bytes(b"x")
+        (out / ".samreg-staging-x").mkdir()
+        raise exc
+
+    monkeypatch.setattr(pipeline, "register", fake_register)
+    code, events = _run_in_process(job)
+    assert code == status
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == kind
+    assert "\n" not in events[-1]["message"]
+    assert sorted(os.listdir(out)) == ["old.txt"]
+
+
+@pytest.mark.parametrize("report, expected", [
+    ({"dice_mean": 0.8, "dice_mean_initial": 0.5, "tre_mean_mm": 2.0, "initial_tre_mean_mm": 9.0},
+     {"dice_mean": 0.8, "dice_mean_initial": 0.5, "tre_mean_mm": 2.0, "tre_mean_mm_initial": 9.0}),
+    ({"after": {"dice_mean": 0.8, "dice_mean_std": 0.1}, "before": {"dice_mean": 0.6},
+      "jacobian": {"fold_percent": 0.2}},
+     {"dice_mean": 0.8, "dice_mean_initial": 0.6, "fold_percent": 0.2}),
+    ({}, {}),
+])
+def test_key_metrics(report, expected):
+    from SAMRegistrationLib.worker import key_metrics
+    assert key_metrics(report) == expected
