@@ -99,6 +99,18 @@ def working_grid(fixed01: sitk.Image, spacing: float, margin_mm: float = 8.0) ->
     return grid.with_spacing(spacing)
 
 
+def anatomy_mask(fixed01: sitk.Image, moving01: sitk.Image, grid: Grid, affine: sitk.Transform,
+                 dilate_voxels: int = 2) -> torch.Tensor:
+    """(D, H, W) bool: voxels of the working grid with anatomy in the fixed or (affinely mapped)
+    moving image, dilated; the data term is only evaluated there."""
+    from .resample import image_on_grid
+    from .volume import FOREGROUND_THRESHOLD
+    inside = (image_on_grid(fixed01, grid) > FOREGROUND_THRESHOLD) | \
+        (image_on_grid(moving01, grid, affine) > FOREGROUND_THRESHOLD)
+    k = 2 * dilate_voxels + 1
+    return torch.nn.functional.max_pool3d(inside.float(), k, stride=1, padding=dilate_voxels)[0, 0] > 0
+
+
 def default_spacing(fixed: sitk.Image) -> float:
     """Automatic working spacing: 2 mm, or the finest voxel size if that is coarser."""
     return float(max(2.0, min(fixed.GetSpacing())))
@@ -203,7 +215,8 @@ def register(inputs: RegistrationInputs, settings: Settings,
     with timer.stage("optimise"):
         reporter("optimise", 0.0, f"{settings.method} on {tuple(grid.size)} working grid")
         try:
-            result = method(fixed_feats.to(device), moving_feats.to(device), settings, reporter)
+            mask = anatomy_mask(fixed01, moving01, grid, affine).to(device)
+            result = method(fixed_feats.to(device), moving_feats.to(device), settings, reporter, mask=mask)
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
                                 "use a coarser --spacing") from None

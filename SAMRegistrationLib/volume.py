@@ -18,6 +18,7 @@ sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
 CT_WINDOW = (-1000.0, 600.0)        # HU range mapped to [0, 1]: lungs and soft tissue both visible
 MR_PERCENTILES = (0.5, 99.5)
+FOREGROUND_THRESHOLD = 0.02         # normalised intensity above which a voxel holds anatomy
 
 
 def read_volume(path: str | Path, role: str = "image", pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
@@ -115,7 +116,7 @@ def content_hash(image: sitk.Image) -> str:
     return digest.hexdigest()
 
 
-def foreground_mask(image01: sitk.Image, threshold: float = 0.02) -> np.ndarray:
+def foreground_mask(image01: sitk.Image, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
     """Voxels above a small threshold of a [0, 1]-normalised image, (z, y, x) bool."""
     return sitk.GetArrayViewFromImage(image01) > threshold
 

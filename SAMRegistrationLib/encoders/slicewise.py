@@ -35,7 +35,7 @@ from ..volume import content_hash
 log = logging.getLogger(__name__)
 
 FEATURE_VARIANCE = 1.0        # total variance of every encoder's output (MIND-SSC has ~1.0)
-FOREGROUND = 0.02             # normalised intensity above which a pixel is anatomy
+from ..volume import FOREGROUND_THRESHOLD as FOREGROUND
 STACK_FORMAT = 2              # bump when the stack layout or preprocessing changes
 AXES = {"x": 0, "y": 1, "z": 2}
 

@@ -163,37 +163,59 @@ def _diffusion_grad(field: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 
 def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, iterations: int,
-                lambda_reg: float, lr: float, reporter=None) -> torch.Tensor:
+                lambda_reg: float, lr: float, reporter=None, passes: int = 3,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Instance optimisation on the pooled grid; returns the smoothed field (voxel units).
 
-    The field is a free parameter smoothed by three 3^3 box filters before use. Autograd only
-    sees ``grid_sample`` and the SSD; the smoother's backward pass is applied by hand (the box
-    smoother is symmetric up to boundary terms) and the diffusion gradient is analytic, which
-    makes a step several times cheaper on CPU than differentiating everything.
+    The field is a free parameter smoothed by ``passes`` 3^3 box filters before use. Autograd
+    only sees ``grid_sample`` and the SSD; the smoother's backward pass is applied by hand (the
+    box smoother is symmetric up to boundary terms) and the diffusion gradient is analytic,
+    which makes a step several times cheaper on CPU than differentiating everything.
+
+    ``mask`` (D, H, W) limits where the data term is evaluated (anatomy, not air); the sum is
+    still divided by the number of all voxels, so the balance with the regulariser is the
+    same as without a mask and the mask only saves time.
     """
     param = init.clone()
     param.grad = torch.zeros_like(param)
     optimiser = torch.optim.Adam([param], lr=lr)
-    base = identity_grid(fixed.shape[-3:], fixed.device, fixed.dtype)
+    channels = fixed.shape[1]
+    total = float(fixed[0, 0].numel())
+    base = identity_grid(fixed.shape[-3:], fixed.device, fixed.dtype).view(-1, 3)
+    if mask is not None and bool(mask.any()):
+        index = mask.reshape(-1).nonzero()[:, 0]
+    else:
+        index = torch.arange(base.shape[0], device=fixed.device)
+    base = base[index]
+    fixed_points = fixed.reshape(channels, -1)[:, index]
+    d, h, w = fixed.shape[-3:]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1), 2.0 / max(d - 1, 1)],
+                         device=fixed.device, dtype=fixed.dtype)
     for step in range(iterations):
-        field = box3(param, times=3).requires_grad_(True)
-        warped = F.grid_sample(moving, base + voxel_to_normalised(field), mode="bilinear",
-                               padding_mode="border", align_corners=True)
-        data = (warped - fixed).pow_(2).sum(1).mean()
+        field = box3(param, times=passes).requires_grad_(True)
+        offsets = field.reshape(3, -1)[:, index].t() * scale
+        grid = (base + offsets).view(1, 1, 1, -1, 3)
+        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        data = (warped.view(channels, -1) - fixed_points).pow_(2).sum() / total
         data.backward()
         reg_value, reg_grad = _diffusion_grad(field.detach())
         grad_field = field.grad.add_(reg_grad, alpha=lambda_reg)
-        param.grad = box3(grad_field, times=3)
+        param.grad = box3(grad_field, times=passes)
         optimiser.step()
         if reporter is not None and (step % 10 == 0 or step == iterations - 1):
             loss = data.item() + lambda_reg * reg_value
             reporter("optimise", 0.5 + 0.5 * (step + 1) / iterations, f"Adam {step + 1}/{iterations} loss {loss:.4f}")
-    return box3(param, times=3)
+    return box3(param, times=passes)
 
 
 # --------------------------------------------------------------------------- method
-def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None) -> ConvexAdamResult:
-    """Register (C, D, H, W) moving features to fixed features on the same working grid."""
+def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
+                mask: torch.Tensor | None = None) -> ConvexAdamResult:
+    """Register (C, D, H, W) moving features to fixed features on the same working grid.
+
+    ``mask`` (D, H, W) bool marks voxels holding anatomy in either image; only there does the
+    Adam data term need evaluating.
+    """
     report = reporter or (lambda *a, **k: None)
     shape = fixed.shape[-3:]
     gs, ga = int(settings.grid_sp), int(settings.grid_sp_adam)
@@ -221,10 +243,15 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
         adam_shape = [n // ga for n in padded_shape]
         init = resize_field(forward, adam_shape, gs / ga)
         fix_a, mov_a = (F.avg_pool3d(fix, ga), F.avg_pool3d(mov, ga)) if ga > 1 else (fix, mov)
+        mask_a = None
+        if mask is not None:
+            m = pad_to_multiple(mask[None, None].float(), multiple)
+            mask_a = (F.max_pool3d(m, ga) if ga > 1 else m)[0, 0] > 0
 
     if settings.iterations > 0:
         field = adam_refine(fix_a, mov_a, init, int(settings.iterations), float(settings.lambda_reg),
-                            float(settings.learning_rate), report)
+                            float(settings.learning_rate), report, int(settings.extra.get("smooth_passes", 3)),
+                            mask_a)
     else:
         field = init
     with torch.no_grad():
@@ -236,5 +263,6 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
 
 
 @register_method("convexadam")
-def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None) -> ConvexAdamResult:
-    return convex_adam(fixed, moving, settings, reporter)
+def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
+        mask: torch.Tensor | None = None) -> ConvexAdamResult:
+    return convex_adam(fixed, moving, settings, reporter, mask)
