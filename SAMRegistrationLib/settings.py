@@ -11,30 +11,32 @@ from .errors import InputError
 @dataclass
 class Settings:
     # what to run
-    encoder: str = "litemedsam"
+    encoder: str = "litemedsam+mind"     # LiteMedSAM fused with MIND-SSC (measured best; see README)
     method: str = "convexadam"
     device: str = "auto"                 # auto | cpu | cuda
     checkpoint: Optional[str] = None     # SAM ViT checkpoints (litemedsam ships its own)
     affine: bool = True                  # built-in affine pre-alignment
     # working grid and intensities
-    spacing: Optional[float] = None      # working-grid spacing in mm; None = automatic
+    spacing: Optional[float] = None      # working-grid spacing in mm; None = 1.5 mm, coarser for large fields of view
     fixed_modality: str = "auto"         # auto | ct | mr
     moving_modality: str = "auto"
     # features
     slice_axis: str = "auto"             # auto | x | y | z (world axis of the fixed frame)
-    slice_step: Optional[int] = None     # encode every k-th slice (None: about every 3 mm)
+    slice_step: Optional[int] = None     # encode every k-th slice (None: about every 4 mm)
     pca_dims: int = 12
-    mind_weight: float = 1.0             # weight of MIND channels in fused encoders
+    mind_weight: float = 2.0             # weight of MIND channels in fused encoders
+    fusion_dims: int = 16                # joint PCA of fused channels (0: keep all)
     cache_dir: Optional[str] = None      # feature cache; None = ~/.cache/samreg/features
     use_cache: bool = True
     # convexadam optimiser (units: working-grid voxels unless stated)
     grid_sp: int = 3                     # convex-stage grid, in working voxels
     disp_hw: int = 4                     # convex search half-width, in convex-grid voxels
     grid_sp_adam: int = 1                # Adam field grid, in working voxels
-    lambda_reg: float = 1.0              # diffusion regularisation weight
-    iterations: int = 80
+    lambda_reg: float = 0.3              # diffusion regularisation weight
+    iterations: int = 50
     learning_rate: float = 1.0
     ic_iterations: int = 15
+    repair_folds: bool = True            # locally smooth away any det J <= 0 after optimising
     threads: Optional[int] = None        # torch threads; None = all cores
     extra: dict = field(default_factory=dict)
 

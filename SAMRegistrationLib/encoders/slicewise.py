@@ -72,10 +72,10 @@ def choose_axis(image: sitk.Image, setting: str) -> int:
 
 
 def choose_step(spacing_mm: float, setting: Optional[int]) -> int:
-    """Encode every k-th slice; automatic k keeps encoded slices about 3 mm apart."""
+    """Encode every k-th slice; automatic k keeps encoded slices about 4 mm apart."""
     if setting:
         return max(1, int(setting))
-    return max(1, int(round(3.0 / spacing_mm)))
+    return max(1, int(round(4.0 / spacing_mm)))
 
 
 def _foreground_box(image01: sitk.Image, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:

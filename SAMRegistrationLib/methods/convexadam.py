@@ -208,6 +208,41 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
     return box3(param, times=passes)
 
 
+def jacobian_det(field: torch.Tensor) -> torch.Tensor:
+    """det(I + grad u) of a (1, 3, D, H, W) voxel-unit field by central differences; (D, H, W)."""
+    grads = []
+    for dim in (4, 3, 2):                       # d/dx, d/dy, d/dz
+        n = field.shape[dim]
+        if n < 3:
+            grads.append(torch.zeros_like(field[0]))
+            continue
+        inner = (field.narrow(dim, 2, n - 2) - field.narrow(dim, 0, n - 2)) / 2.0
+        first = field.narrow(dim, 1, 1) - field.narrow(dim, 0, 1)
+        last = field.narrow(dim, n - 1, 1) - field.narrow(dim, n - 2, 1)
+        grads.append(torch.cat([first, inner, last], dim)[0])
+    # J[i][j] = d u_i / d x_j + delta_ij
+    j = [[grads[c][r] + (1.0 if r == c else 0.0) for c in range(3)] for r in range(3)]
+    return (j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+            - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+            + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0]))
+
+
+def repair_folds(field: torch.Tensor, iterations: int = 30, margin: float = 0.05) -> tuple[torch.Tensor, int]:
+    """Smooth the field locally wherever det J <= margin until no fold is left.
+
+    Only a neighbourhood of each fold is touched, so accuracy elsewhere is unchanged.
+    Returns the field and the number of voxels that were folded before repair.
+    """
+    folded_before = int((jacobian_det(field) <= 0).sum())
+    for _ in range(iterations):
+        bad = jacobian_det(field) <= margin
+        if not bool(bad.any()):
+            break
+        region = F.max_pool3d(bad[None, None].float(), 5, stride=1, padding=2) > 0
+        field = torch.where(region, box3(field), field)
+    return field, folded_before
+
+
 # --------------------------------------------------------------------------- method
 def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
                 mask: torch.Tensor | None = None) -> ConvexAdamResult:
@@ -254,11 +289,14 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
                             mask_a)
     else:
         field = init
+    folded = 0
+    if settings.repair_folds:
+        field, folded = repair_folds(field)
     with torch.no_grad():
         full = resize_field(field, padded_shape, float(ga)) if ga > 1 else field
         full = full[..., :shape[0], :shape[1], :shape[2]].contiguous()
     info = {"coarse_grid": list(fix_c.shape[-3:]), "labels": int(offsets.shape[0]),
-            "adam_grid": list(adam_shape)}
+            "adam_grid": list(adam_shape), "folded_voxels_repaired": folded}
     return ConvexAdamResult(full, info)
 
 
