@@ -17,7 +17,7 @@ class Settings:
     checkpoint: Optional[str] = None     # SAM ViT checkpoints (litemedsam ships its own)
     affine: bool = True                  # built-in affine pre-alignment
     # working grid and intensities
-    spacing: Optional[float] = None      # working-grid spacing in mm; None = 1.5 mm, coarser for large fields of view
+    spacing: Optional[float] = None      # working-grid spacing in mm; None = finest within a voxel budget
     fixed_modality: str = "auto"         # auto | ct | mr
     moving_modality: str = "auto"
     # features
@@ -32,7 +32,7 @@ class Settings:
     grid_sp: int = 3                     # convex-stage grid, in working voxels
     disp_hw: int = 4                     # convex search half-width, in convex-grid voxels
     grid_sp_adam: int = 1                # Adam field grid, in working voxels
-    lambda_reg: float = 0.3              # diffusion regularisation weight
+    lambda_reg: float = 0.3              # diffusion regularisation weight (at 1.5 mm; scaled on finer grids)
     iterations: int = 50
     learning_rate: float = 1.0
     ic_iterations: int = 15
