@@ -26,7 +26,8 @@ import torch
 
 from . import __version__
 from .affine import affine_prealign, affine_to_matrix, identity_affine
-from .errors import InputError, ResourceError, SamregError
+from .device import resolve_device
+from .errors import InputError, ResourceError
 from .fields import displacement_image, displacement_transform, total_displacement
 from .grid import Grid
 from .io_atomic import write_image_atomic, write_json_atomic
@@ -69,16 +70,6 @@ class _Timer:
 
     def report(self) -> dict:
         return {"total_s": round(time.perf_counter() - self.start, 3), **self.times}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise InputError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        log.warning("CUDA was requested but is not available; running on the CPU")
-    return torch.device("cpu")
 
 
 def peak_rss_mb() -> float:

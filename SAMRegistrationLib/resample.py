@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F

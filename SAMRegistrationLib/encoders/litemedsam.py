@@ -20,6 +20,7 @@ import torch
 
 from ..checkpoints import litemedsam_path, load_into, load_state_dict, submodule_state, verify_checkpoint
 from ..errors import CheckpointError, InputError
+from ..device import configure_threads, resolve_device  # noqa: F401  (re-exported)
 from ..registry import register_slice_encoder
 from .tinyvit import build_litemedsam_encoder, prepare_for_inference
 
@@ -32,28 +33,6 @@ log = logging.getLogger(__name__)
 #: bf16 autocast (-20 %, but max |diff| 0.045 on outputs of magnitude ~0.6) and torch.compile
 #: (-30 % but ~25 s of compilation per process) are available and off by default.
 DEFAULT_BATCH_SIZE = 2
-
-
-def resolve_device(requested: Optional[str]) -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU -> cpu with a warning."""
-    requested = (requested or "auto").lower()
-    if requested not in ("auto", "cpu", "cuda"):
-        raise InputError(f"unknown device {requested!r}; choose auto, cpu or cuda.")
-    if requested == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if requested == "cuda":
-        log.warning("CUDA was requested but is not available; running on the CPU instead.")
-    return torch.device("cpu")
-
-
-def configure_threads(threads: Optional[int]) -> int:
-    """Set torch's intra-op threads to ``threads`` (None or <= 0: all cores); returns the count."""
-    count = int(threads) if threads and int(threads) > 0 else (os.cpu_count() or 1)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
-    return count
 
 
 class LiteMedSAMEncoder:

@@ -17,7 +17,6 @@ the two modeling files are needed here, so they are loaded under a private modul
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 import types
 from functools import partial
