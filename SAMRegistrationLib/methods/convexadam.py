@@ -253,7 +253,7 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
     """
     report = reporter or (lambda *a, **k: None)
     shape = fixed.shape[-3:]
-    gs, ga = int(settings.grid_sp), int(settings.grid_sp_adam)
+    gs, ga = int(settings.grid_sp), int(settings.grid_sp_adam or 1)
     multiple = gs * ga // math.gcd(gs, ga)
     fix = pad_to_multiple(fixed[None].float(), multiple)
     mov = pad_to_multiple(moving[None].float(), multiple)
