@@ -190,7 +190,8 @@ def register(inputs: RegistrationInputs, settings: Settings,
             if fixed_seg.GetSize() != fixed.GetSize():
                 raise InputError(f"fixed segmentation {inputs.fixed_seg} has size {fixed_seg.GetSize()}, "
                                  f"but the fixed image has {fixed.GetSize()}")
-            fixed_seg.CopyInformation(fixed) if np.allclose(fixed_seg.GetSpacing(), fixed.GetSpacing(), atol=1e-3) else None
+            if np.allclose(fixed_seg.GetSpacing(), fixed.GetSpacing(), atol=1e-3):
+                fixed_seg.CopyInformation(fixed)   # tolerate header rounding between image and labels
         fixed_pts = moving_pts = None
         if inputs.fixed_landmarks or inputs.moving_landmarks:
             if not (inputs.fixed_landmarks and inputs.moving_landmarks):
