@@ -151,7 +151,7 @@ def test_sigterm_cancels_cleanly(tmp_path):
 
 def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
     """In-process: stray prints from the pipeline go to stderr, stdout carries only events."""
-    from SAMRegistrationLib import pipeline, worker
+    from SAMRegistrationLib import pipeline
 
     write_pair(tmp_path / "in", with_segs=False)
     job = write_job(tmp_path)
@@ -165,27 +165,15 @@ def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
         return {"metrics": {"dice_mean": 0.7, "fold_percent": 0.0}, "initial": {"dice_mean": 0.4}}
 
     monkeypatch.setattr(pipeline, "register", fake_register)
-    read_fd, write_fd = os.pipe()
-    saved = os.dup(1)
-    saved_stdout = sys.stdout
-    try:
-        os.dup2(write_fd, 1)
-        status = worker.run_job(job)
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        sys.stdout = saved_stdout
-        os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
+    status, text = _capture_run(job)
     assert status == 0
     events = parse_events(text)
     assert "noise" not in text
     assert events[-1]["metrics"] == {"dice_mean": 0.7, "dice_mean_initial": 0.4, "fold_percent": 0.0}
 
 
-def _run_in_process(job: Path) -> tuple[int, list[dict]]:
-    """Run ``worker.run_job`` in this process with fd 1 captured through a pipe."""
+def _capture_run(job: Path) -> tuple[int, str]:
+    """Run ``worker.run_job`` in this process with fd 1 captured through a pipe: (status, stdout)."""
     from SAMRegistrationLib import worker
 
     read_fd, write_fd = os.pipe()
@@ -199,7 +187,12 @@ def _run_in_process(job: Path) -> tuple[int, list[dict]]:
         sys.stdout = saved_stdout
         os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
-        return status, parse_events(pipe.read())
+        return status, pipe.read()
+
+
+def _run_in_process(job: Path) -> tuple[int, list[dict]]:
+    status, text = _capture_run(job)
+    return status, parse_events(text)
 
 
 @pytest.mark.parametrize("exc, kind, status", [
