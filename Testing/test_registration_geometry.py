@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from phantom import oblique_direction, phantom, smooth_field, translated, warped_by
