@@ -116,12 +116,19 @@ def _plot_accuracy_vs_time(R: _Results, colors: dict[str, Any]) -> Any:
     for ax, (case, pts) in zip(axes.flat, panels):
         key, _, higher = headline(R.case_info(case), {})
         scattered = False
-        vals = [v for _, _, v in pts]
+        timed = [v for m, t, v in pts if R.family(m) != "baseline" and t is not None and t > 0]
+        vals = timed or [v for _, _, v in pts]
         v_span = (max(vals) - min(vals)) or 1.0
+        # a reference level far off the methods' range (lung TRE 35 mm vs 1-3 mm) would squash them
+        far = (min(vals) - 2 * v_span, max(vals) + 2 * v_span)
         placed: list[tuple[float, float]] = []  # (log10 t, scaled v) of labelled points
         for m, t, v in pts:
             if R.family(m) == "baseline" or t is None or t <= 0:
                 # No meaningful time on a log axis (identity): draw a reference level instead.
+                if timed and not far[0] <= v <= far[1]:
+                    ax.annotate(f"{R.label(m)}: {v:.3g} (off scale)", xy=(0.01, 0.97), xycoords="axes fraction",
+                                fontsize=7, color=colors[m], va="top")
+                    continue
                 ax.axhline(v, color=colors[m], linestyle="--", linewidth=1)
                 ax.annotate(R.label(m), xy=(0.01, v), xycoords=("axes fraction", "data"),
                             fontsize=7, color=colors[m], va="bottom")
