@@ -71,7 +71,8 @@ def default_data_dir() -> Path:
 
 def load_cases(data_dir: Path, names: Optional[list[str]] = None) -> list[Case]:
     """The named cases of ``data_dir/cases.json`` (default: brain, acdc067, lung, spine)."""
-    index = Path(data_dir) / "cases.json"
+    data_dir = Path(data_dir).absolute()       # runs execute in their own folders
+    index = data_dir / "cases.json"
     if not index.is_file():
         raise InputError(f"no benchmark data: {index} does not exist (use --data DIR, set {DATA_ENV}, "
                          "or run --quick, which needs no data)")
@@ -90,7 +91,7 @@ def load_cases(data_dir: Path, names: Optional[list[str]] = None) -> list[Case]:
             raise InputError(f"case {name!r} in {index} has no fixed/moving pair")
 
         def path(key: str) -> Optional[str]:
-            return str(Path(data_dir) / entry[key]) if entry.get(key) else None
+            return str(data_dir / entry[key]) if entry.get(key) else None
 
         names_field = entry.get("label_names")
         cases.append(Case(

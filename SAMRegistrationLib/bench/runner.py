@@ -135,11 +135,14 @@ def run_one(case: Case, method_id: str, run_dir: Path, threads: int, cache_dir: 
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         env[name] = str(threads)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     start = time.perf_counter()
     with open(run_dir / "child.log", "wb") as log:
         try:
             proc = subprocess.run([sys.executable, "-m", "SAMRegistrationLib.bench.child", str(spec_path)],
-                                  stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s)
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout_s,
+                                  cwd=run_dir)      # peers that write to the cwd (transformix) write here
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = None
