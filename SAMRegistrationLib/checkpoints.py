@@ -41,6 +41,18 @@ _DOWNLOAD_HINTS: Dict[str, str] = {
     "sam-vit-h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
     "medsam-vit-b": "the MedSAM project (github.com/bowang-lab/MedSAM)",
 }
+
+
+def download_url(name: str) -> Optional[str]:
+    """The official download address of encoder ``name``'s checkpoint, where there is one.
+
+    The engine itself never downloads; a GUI may offer to, and must verify the file with
+    :func:`verify_checkpoint` before use.
+    """
+    hint = _DOWNLOAD_HINTS.get(name, "")
+    return hint if hint.startswith("https://") else None
+
+
 #: official SAM names end in the first 6 hex digits of the file's SHA-256
 _OFFICIAL_NAME = re.compile(r"^sam_vit_[bhl]_([0-9a-f]{6})\.pth$")
 SHA256_ENV = "SAMREG_CHECKPOINT_SHA256"

@@ -52,6 +52,7 @@ class RegistrationInputs:
     labels: Optional[Sequence[int]] = None
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
+    prompts: Optional[dict] = None      # point prompts in LPS mm (see prompts.py); recorded in the report
 
 
 # --------------------------------------------------------------------------- small helpers

@@ -27,6 +27,12 @@ _BUILTIN_MODULES = (
 )
 _loaded = False
 
+#: names the built-in modules register, listed without importing them (torch may not be
+#: installed yet where a GUI fills its menus); a test keeps these equal to the registries
+BUILTIN_ENCODER_NAMES = ("litemedsam", "litemedsam+mind", "medsam-vit-b", "mind",
+                         "sam-vit-b", "sam-vit-h", "sam-vit-l")
+BUILTIN_METHOD_NAMES = ("convexadam",)
+
 
 def _register(table: Dict[str, Callable], kind: str, name: str):
     def decorator(factory: Callable) -> Callable:

@@ -12,8 +12,9 @@ Job file (JSON object; relative paths are relative to the job file's folder)::
       "settings": {"encoder": "mind", ...}, # optional; any Settings fields (unknown -> error)
       "fixed_seg": "...", "moving_seg": "...",              # optional label maps
       "labels": [1, 2, 3],                  # optional; list of ints or "1,2,3"
-      "fixed_landmarks": "...", "moving_landmarks": "..."   # optional
-    }
+      "fixed_landmarks": "...", "moving_landmarks": "...",  # optional
+      "prompts": {"fixed": [...], "moving": [...]}          # optional point prompts, LPS mm
+    }                                                       # (see SAMRegistrationLib/prompts.py)
 
 Events: one JSON object per line on stdout, flushed after each line. Nothing else is
 ever written to stdout (file descriptor 1 is redirected to stderr while the job runs)::
@@ -245,12 +246,13 @@ def _resolve(base: Path, value: Any, role: str, required: bool = False) -> Optio
 
 
 _JOB_KEYS = {"fixed", "moving", "output_dir", "settings", "fixed_seg", "moving_seg", "labels",
-             "fixed_landmarks", "moving_landmarks"}
+             "fixed_landmarks", "moving_landmarks", "prompts"}
 
 
 def load_job(job_path: Path):
     """Read and validate a job file -> (RegistrationInputs, Settings)."""
     from .pipeline import RegistrationInputs
+    from .prompts import parse_prompt_set
     from .settings import Settings
 
     job_path = Path(job_path)
@@ -279,6 +281,7 @@ def load_job(job_path: Path):
         labels=parse_labels(job.get("labels")),
         fixed_landmarks=_resolve(base, job.get("fixed_landmarks"), "fixed_landmarks"),
         moving_landmarks=_resolve(base, job.get("moving_landmarks"), "moving_landmarks"),
+        prompts=parse_prompt_set(job.get("prompts")),
     )
     check_input_files(fixed=inputs.fixed, moving=inputs.moving, fixed_seg=inputs.fixed_seg,
                       moving_seg=inputs.moving_seg, fixed_landmarks=inputs.fixed_landmarks,

@@ -1,0 +1,57 @@
+"""Point prompts as the engine receives them: physical LPS millimetres, grouped by image.
+
+A prompt set is ``{"fixed": [point, ...], "moving": [point, ...]}`` where each point is
+``{"position": [x, y, z], "positive": true, "label": "P-1"}``. ``position`` is in LPS mm in
+the frame of that image's file; points that share a ``label`` belong to one structure. The
+Slicer module writes this form into worker jobs (after undoing any parent transforms).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from .errors import InputError
+
+SIDES = ("fixed", "moving")
+
+
+def _point(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be an object with 'position' and 'positive'")
+    unknown = sorted(set(value) - {"position", "positive", "label"})
+    if unknown:
+        raise InputError(f"{where} has unknown field(s): {', '.join(unknown)}")
+    position = value.get("position")
+    if not isinstance(position, (list, tuple)) or len(position) != 3:
+        raise InputError(f"{where}: 'position' must be three numbers (LPS mm)")
+    try:
+        xyz = [float(c) for c in position]
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: 'position' must be three numbers (LPS mm), got {position!r}") from None
+    if not all(math.isfinite(c) for c in xyz):
+        raise InputError(f"{where}: 'position' is not finite: {position!r}")
+    positive = value.get("positive", True)
+    if not isinstance(positive, bool):
+        raise InputError(f"{where}: 'positive' must be true or false")
+    label = value.get("label")
+    return {"position": xyz, "positive": positive, "label": None if label is None else str(label)}
+
+
+def parse_prompt_set(value: Any) -> Optional[dict]:
+    """Validate a prompt set (see module docstring); None when there are no points at all."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InputError("prompts must be an object with 'fixed' and/or 'moving' point lists")
+    unknown = sorted(set(value) - set(SIDES))
+    if unknown:
+        raise InputError(f"prompts have unknown side(s): {', '.join(unknown)} (use 'fixed' and 'moving')")
+    parsed = {}
+    for side in SIDES:
+        points = value.get(side) or []
+        if not isinstance(points, list):
+            raise InputError(f"prompts.{side} must be a list of points")
+        parsed[side] = [_point(p, f"prompts.{side}[{i}]") for i, p in enumerate(points)]
+    if not parsed["fixed"] and not parsed["moving"]:
+        return None
+    return parsed

@@ -1,0 +1,56 @@
+"""The registry's torch-free name lists, and prompt sets in worker jobs."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from SAMRegistrationLib import registry
+from SAMRegistrationLib.errors import InputError
+from SAMRegistrationLib.prompts import parse_prompt_set
+from SAMRegistrationLib.worker import load_job
+from test_cli import write_pair
+
+
+def test_builtin_name_lists_match_the_registries():
+    assert sorted(registry.BUILTIN_ENCODER_NAMES) == registry.encoder_names()
+    assert sorted(registry.BUILTIN_METHOD_NAMES) == registry.method_names()
+
+
+def test_a_prompt_set_is_validated_and_normalised():
+    parsed = parse_prompt_set({"moving": [{"position": [1, 2.5, -3], "label": 7},
+                                          {"position": [0, 0, 0], "positive": False}]})
+    assert parsed == {"fixed": [],
+                      "moving": [{"position": [1.0, 2.5, -3.0], "positive": True, "label": "7"},
+                                 {"position": [0.0, 0.0, 0.0], "positive": False, "label": None}]}
+    assert parse_prompt_set(None) is None
+    assert parse_prompt_set({"fixed": [], "moving": []}) is None
+
+
+@pytest.mark.parametrize("prompts, message", [
+    ([1, 2, 3], "must be an object"),
+    ({"left": []}, "unknown side"),
+    ({"fixed": {"position": [1, 2, 3]}}, "must be a list"),
+    ({"fixed": [{"position": [1, 2]}]}, r"prompts.fixed\[0\].*three numbers"),
+    ({"moving": [{"position": [1, "a", 3]}]}, "three numbers"),
+    ({"moving": [{"position": [1, math.nan, 3]}]}, "not finite"),
+    ({"moving": [{"position": [1, 2, 3], "positive": "yes"}]}, "true or false"),
+    ({"moving": [{"position": [1, 2, 3], "size": 4}]}, "unknown field"),
+])
+def test_bad_prompt_sets_are_named(prompts, message):
+    with pytest.raises(InputError, match=message):
+        parse_prompt_set(prompts)
+
+
+def test_a_job_carries_its_prompts(tmp_path):
+    write_pair(tmp_path / "in", with_segs=False)
+    job = {"fixed": "in/fixed.nii.gz", "moving": "in/moving.nii.gz", "output_dir": "out",
+           "prompts": {"moving": [{"position": [3, -4, 5], "label": "P-1"}]}}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    inputs, _ = load_job(tmp_path / "job.json")
+    assert inputs.prompts["moving"][0]["position"] == [3.0, -4.0, 5.0]
+    job["prompts"] = {"moving": [{"position": [3, -4]}]}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    with pytest.raises(InputError, match="three numbers"):
+        load_job(tmp_path / "job.json")
