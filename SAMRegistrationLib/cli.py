@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--labels", metavar="1,2,3", help="labels to evaluate (default: all)")
     g.add_argument("--fixed-landmarks", type=Path, metavar="PATH")
     g.add_argument("--moving-landmarks", type=Path, metavar="PATH")
+    g = reg.add_argument_group("point prompts (optional; Slicer .mrk.json, JSON or CSV x,y,z in LPS mm; "
+                               "points sharing a label form one structure)")
+    g.add_argument("--moving-prompts", type=Path, metavar="FILE", help="positive clicks in the moving image")
+    g.add_argument("--moving-negative-prompts", type=Path, metavar="FILE", help="negative clicks in the moving image")
+    g.add_argument("--fixed-prompts", type=Path, metavar="FILE", help="positive clicks in the fixed image")
+    g.add_argument("--fixed-negative-prompts", type=Path, metavar="FILE", help="negative clicks in the fixed image")
+    g.add_argument("--auto-prompts", type=_positive(int), metavar="K", help="sample K prompts automatically")
     reg.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     reg.set_defaults(func=cmd_register)
 
@@ -205,8 +212,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     """``samreg register``: validate cheaply, then run the pipeline with progress bars."""
     check_input_files(fixed=args.fixed, moving=args.moving, fixed_seg=args.fixed_seg,
                       moving_seg=args.moving_seg, fixed_landmarks=args.fixed_landmarks,
-                      moving_landmarks=args.moving_landmarks)
+                      moving_landmarks=args.moving_landmarks, moving_prompts=args.moving_prompts,
+                      moving_negative_prompts=args.moving_negative_prompts, fixed_prompts=args.fixed_prompts,
+                      fixed_negative_prompts=args.fixed_negative_prompts)
     labels = parse_labels(args.labels)
+    from .prompt_files import load_prompt_files
+    prompts = load_prompt_files(fixed=args.fixed_prompts, fixed_negative=args.fixed_negative_prompts,
+                                moving=args.moving_prompts, moving_negative=args.moving_negative_prompts)
     if args.checkpoint:
         check_input_files(checkpoint=Path(args.checkpoint).expanduser())
     if args.output_dir.exists() and not args.output_dir.is_dir():
@@ -220,7 +232,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     settings = Settings.from_dict(overrides)
     inputs = RegistrationInputs(fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
                                 fixed_seg=args.fixed_seg, moving_seg=args.moving_seg, labels=labels,
-                                fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks)
+                                fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks,
+                                prompts=prompts, auto_prompts=args.auto_prompts)
     return _run_guarded(args.output_dir, not args.quiet,
                         lambda progress, cancel: register(inputs, settings, progress=progress, cancel=cancel),
                         summary=lambda report, seconds: _print_summary(args.output_dir, seconds, report))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -14,13 +14,14 @@ from .errors import InputError
 _SPLIT = re.compile(r"[,\s;]+")
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path, noun: str = "Landmark file") -> str:
+    """The text of ``path`` (UTF-8, BOM tolerated); InputError '<noun> <path> ...' otherwise."""
     if not path.is_file():
-        raise InputError(f"Landmark file {path} does not exist.")
+        raise InputError(f"{noun} {path} does not exist.")
     try:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Landmark file {path} cannot be read as text ({exc}).") from exc
+        raise InputError(f"{noun} {path} cannot be read as text ({exc}).") from exc
 
 
 def _floats(fields: list[str], path: Path, line_no: int) -> list[float]:
@@ -88,38 +89,82 @@ def _read_table(path: Path, lines: list[tuple[int, str]]) -> np.ndarray:
     return _to_array(rows, path)
 
 
-def _read_markups(path: Path, text: str) -> np.ndarray:
+def parse_json(path: Path, text: str, noun: str = "Landmark file") -> Any:
+    """``text`` parsed as JSON; InputError naming ``path`` on a syntax error."""
     try:
-        doc = json.loads(text)
-        markup = doc["markups"][0]
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"Landmark file {path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+        raise InputError(f"{noun} {path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+
+
+_UNIT_MM = {"mm": 1.0, "um": 1e-3}
+
+
+def markup_control_points(path: Path, doc: Any, noun: str = "Landmark file",
+                          first_only: bool = True) -> list[dict]:
+    """Control points of a parsed Slicer markups document, positions converted to LPS mm.
+
+    Reads ``markups[0]`` (``first_only``) or every markup. Each markup's ``coordinateSystem``
+    (LPS or RAS; Slicer's schema defaults to LPS) and ``coordinateUnits`` (mm or um) apply to
+    its points. Returns one dict per control point: ``number`` (1-based over the file),
+    ``label`` (str or None), ``status`` (``positionStatus``, None when absent) and ``position``
+    (float64 (3,) array; None when absent or the status is undefined/missing).
+    """
+    try:
+        markups = doc["markups"]
+        markups = [markups[0]] if first_only else list(markups)
     except (KeyError, IndexError, TypeError):
-        raise InputError(f"Landmark file {path} is not a Slicer markups file (no markups[0]).") from None
-    if not isinstance(markup, dict):
-        raise InputError(f"Landmark file {path} has an invalid markups[0] entry.")
-    system = str(markup.get("coordinateSystem", "LPS")).upper()
-    if system not in ("LPS", "RAS"):
-        raise InputError(f"Landmark file {path} uses unsupported coordinateSystem {system!r} "
-                         "(expected LPS or RAS).")
+        markups = []
+    if not markups:
+        raise InputError(f"{noun} {path} is not a Slicer markups file (no markups[0]).")
+    points: list[dict] = []
+    for m, markup in enumerate(markups):
+        if not isinstance(markup, dict):
+            raise InputError(f"{noun} {path} has an invalid markups[{m}] entry.")
+        system = str(markup.get("coordinateSystem", "LPS")).upper()
+        if system not in ("LPS", "RAS"):
+            raise InputError(f"{noun} {path} uses unsupported coordinateSystem {system!r} "
+                             "(expected LPS or RAS).")
+        units = markup.get("coordinateUnits", "mm")
+        units = units[0] if isinstance(units, list) and units else units   # DICOM code triple
+        if units not in _UNIT_MM:
+            raise InputError(f"{noun} {path} uses unsupported coordinateUnits {units!r} (expected mm or um).")
+        scale = _UNIT_MM[units] * (np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3))
+        control_points = markup.get("controlPoints") or []
+        if not isinstance(control_points, list):
+            raise InputError(f"{noun} {path} markups[{m}].controlPoints must be a list.")
+        for cp in control_points:
+            number = len(points) + 1
+            if not isinstance(cp, dict):
+                raise InputError(f"{noun} {path} control point {number} is not an object.")
+            status = cp.get("positionStatus")
+            pos = cp.get("position")
+            position = None
+            if pos is not None and status not in ("undefined", "missing"):
+                if not isinstance(pos, list) or len(pos) != 3:
+                    raise InputError(f"{noun} {path} control point {number} position must have 3 values.")
+                try:
+                    position = np.array([float(v) for v in pos], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise InputError(f"{noun} {path} control point {number} has a non-numeric position.") from None
+                if not np.all(np.isfinite(position)):
+                    raise InputError(f"{noun} {path} control point {number} has a non-finite position.")
+                position = position * scale
+            label = cp.get("label")
+            points.append({"number": number, "label": None if label in (None, "") else str(label),
+                           "status": status, "position": position})
+    return points
+
+
+def _read_markups(path: Path, text: str) -> np.ndarray:
     rows = []
-    for i, cp in enumerate(markup.get("controlPoints") or []):
-        pos = cp.get("position") if isinstance(cp, dict) else None
-        status = cp.get("positionStatus", "defined") if isinstance(cp, dict) else "defined"
-        if pos is None or status in ("undefined", "missing"):
-            raise InputError(f"Landmark file {path} control point {i + 1} has no defined position.")
-        if not isinstance(pos, list) or len(pos) != 3:
-            raise InputError(f"Landmark file {path} control point {i + 1} position must have 3 values.")
-        try:
-            rows.append([float(v) for v in pos])
-        except (TypeError, ValueError):
-            raise InputError(f"Landmark file {path} control point {i + 1} has a non-numeric position.") from None
+    for cp in markup_control_points(path, parse_json(path, text)):
+        if cp["position"] is None:
+            raise InputError(f"Landmark file {path} control point {cp['number']} has no defined position.")
+        rows.append(cp["position"])
     if not rows:
         raise InputError(f"Landmark file {path} contains no control points.")
-    pts = _to_array(rows, path)
-    if system == "RAS":
-        pts[:, :2] *= -1.0
-    return pts
+    return _to_array(rows, path)
 
 
 def read_points(path: Path | str, reference: Optional[sitk.Image] = None) -> np.ndarray:
@@ -130,7 +175,7 @@ def read_points(path: Path | str, reference: Optional[sitk.Image] = None) -> np.
     LPS mm with an optional header row.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = read_text(path)
     if path.name.lower().endswith(".json"):
         return _read_markups(path, text)
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines())

@@ -53,6 +53,7 @@ class RegistrationInputs:
     fixed_landmarks: Optional[Path] = None
     moving_landmarks: Optional[Path] = None
     prompts: Optional[dict] = None      # point prompts in LPS mm (see prompts.py); recorded in the report
+    auto_prompts: Optional[int] = None  # K automatically sampled prompts (>= 1); recorded in the report
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -174,6 +175,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
     from .landmarks import check_pairs, read_points
     from .metrics import (fold_percent, jacobian_determinant, resample_segmentation, sdlogj,
                           segmentation_metrics, tre, tre_initial)
+    from .prompt_files import check_prompts
     from .qc import write_qc_png
 
     reporter = Reporter(progress, cancel)
@@ -183,6 +185,10 @@ def register(inputs: RegistrationInputs, settings: Settings,
         torch.set_num_threads(int(settings.threads))
     encoder_factory = get_volume_encoder(settings.encoder)
     method = get_method(settings.method)
+
+    if inputs.auto_prompts:
+        raise InputError("automatic prompts (--auto-prompts) are not implemented yet; "
+                         "give clicks with --moving-prompts / --fixed-prompts")
 
     # ------------------------------------------------------------------ load
     with timer.stage("load"):
@@ -194,6 +200,8 @@ def register(inputs: RegistrationInputs, settings: Settings,
         if physical_overlap(fixed, moving) <= 0.0:
             raise InputError(f"the fixed and moving images do not overlap in physical space "
                              f"(fixed {inputs.fixed}, moving {inputs.moving}); check their origins and directions")
+        if inputs.prompts:
+            check_prompts(inputs.prompts, fixed, moving)
         fixed_seg = moving_seg = None
         if inputs.fixed_seg or inputs.moving_seg:
             if not (inputs.fixed_seg and inputs.moving_seg):
@@ -239,6 +247,17 @@ def register(inputs: RegistrationInputs, settings: Settings,
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while encoding ({exc.__class__.__name__}); "
                                 "use a coarser --spacing or a larger --slice-step") from None
+
+    # ------------------------------------------------------------------ prompts -> regions
+    regions: dict[str, tuple[sitk.Image, list]] = {}
+    if inputs.prompts:
+        from .prompting.segment import regions_from_prompts
+        with timer.stage("prompts"):
+            for side, image01 in (("fixed", fixed01), ("moving", moving01)):
+                points = inputs.prompts.get(side) or []
+                if points:
+                    reporter("encode", 1.0, f"segmenting the {side} image's clicked structures")
+                    regions[side] = regions_from_prompts(image01, points, side, settings)
 
     # ------------------------------------------------------------------ optimise
     with timer.stage("optimise"):
@@ -299,6 +318,13 @@ def register(inputs: RegistrationInputs, settings: Settings,
                     matrix, offset = affine_to_matrix(affine_tx)
                     d = np.linalg.norm(fixed_pts @ matrix.T + offset - moving_pts, axis=1)
                     after_affine.update({"tre_mean_mm": float(d.mean()), "tre_sd_mm": float(d.std())})
+            segmentations = {"fixed": fixed_seg, "moving": moving_seg}
+            for side, (label_image, infos) in regions.items():
+                write_image_atomic(label_image, staging / f"{side}_regions.nii.gz")
+                segmentation = segmentations[side]
+                if segmentation is not None and segmentation.GetSize() == label_image.GetSize():
+                    from .prompting.segment import region_quality
+                    metrics.setdefault("regions", {})[side] = region_quality(label_image, segmentation, infos)
             metrics["initial"] = initial
             if after_affine:
                 metrics["affine"] = after_affine
@@ -313,6 +339,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
             "resolved": {"fixed_modality": fixed_modality, "moving_modality": moving_modality,
                          "working_grid": {"size": list(grid.size), "spacing": list(grid.spacing)},
                          "affine": affine_report, "encoder": encoder_info,
+                         "regions": {side: infos for side, (_, infos) in regions.items()},
                          "method": {**result.info, "lambda_effective": method_settings.lambda_reg,
                                     "grid_sp_adam": method_settings.grid_sp_adam,
                                     "anatomy_voxels": int(mask.sum())}},

@@ -8,7 +8,10 @@ Slicer module writes this form into worker jobs (after undoing any parent transf
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import numpy as np
 
 from .errors import InputError
 
@@ -55,3 +58,45 @@ def parse_prompt_set(value: Any) -> Optional[dict]:
     if not parsed["fixed"] and not parsed["moving"]:
         return None
     return parsed
+
+
+def parse_auto_prompts(value: Any) -> Optional[int]:
+    """The number of automatically sampled prompts: None, or a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"auto_prompts must be a whole number >= 1, got {value!r}")
+    return value
+
+
+@dataclass
+class Structure:
+    """Clicks on one structure in one image (LPS mm)."""
+    label: str
+    positive: list = field(default_factory=list)
+    negative: list = field(default_factory=list)
+
+
+def group_structures(points: list[dict], side: str = "image") -> list[Structure]:
+    """Points sharing a label form a structure; an unlabelled positive point is a structure of
+    its own; a negative point whose label no positive point carries refines the nearest one."""
+    structures: dict[str, Structure] = {}
+    loose_negative = []
+    for n, point in enumerate(points):
+        if point["positive"]:
+            label = point["label"] if point["label"] is not None else f"{side}-{n + 1}"
+            structures.setdefault(label, Structure(label)).positive.append(np.asarray(point["position"], float))
+    for point in points:
+        if point["positive"]:
+            continue
+        if point["label"] in structures:
+            structures[point["label"]].negative.append(np.asarray(point["position"], float))
+        else:
+            loose_negative.append(np.asarray(point["position"], float))
+    if loose_negative and not structures:
+        raise InputError(f"the {side} prompts have negative points only; a structure needs a positive point")
+    for negative in loose_negative:
+        nearest = min(structures.values(),
+                      key=lambda s: min(np.linalg.norm(p - negative) for p in s.positive))
+        nearest.negative.append(negative)
+    return list(structures.values())

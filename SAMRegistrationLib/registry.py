@@ -61,6 +61,7 @@ def load_plugins() -> None:
         return
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    importlib.import_module("SAMRegistrationLib.encoders.slicewise").register_slice_based()
     _loaded = True
 
 

@@ -13,8 +13,10 @@ Job file (JSON object; relative paths are relative to the job file's folder)::
       "fixed_seg": "...", "moving_seg": "...",              # optional label maps
       "labels": [1, 2, 3],                  # optional; list of ints or "1,2,3"
       "fixed_landmarks": "...", "moving_landmarks": "...",  # optional
-      "prompts": {"fixed": [...], "moving": [...]}          # optional point prompts, LPS mm
-    }                                                       # (see SAMRegistrationLib/prompts.py)
+      "prompts": {"fixed": [...], "moving": [...]},         # optional point prompts, LPS mm
+                                                            # (see SAMRegistrationLib/prompts.py)
+      "auto_prompts": 8                     # optional; K automatically sampled prompts (>= 1)
+    }
 
 Events: one JSON object per line on stdout, flushed after each line. Nothing else is
 ever written to stdout (file descriptor 1 is redirected to stderr while the job runs)::
@@ -246,13 +248,13 @@ def _resolve(base: Path, value: Any, role: str, required: bool = False) -> Optio
 
 
 _JOB_KEYS = {"fixed", "moving", "output_dir", "settings", "fixed_seg", "moving_seg", "labels",
-             "fixed_landmarks", "moving_landmarks", "prompts"}
+             "fixed_landmarks", "moving_landmarks", "prompts", "auto_prompts"}
 
 
 def load_job(job_path: Path):
     """Read and validate a job file -> (RegistrationInputs, Settings)."""
     from .pipeline import RegistrationInputs
-    from .prompts import parse_prompt_set
+    from .prompts import parse_auto_prompts, parse_prompt_set
     from .settings import Settings
 
     job_path = Path(job_path)
@@ -282,6 +284,7 @@ def load_job(job_path: Path):
         fixed_landmarks=_resolve(base, job.get("fixed_landmarks"), "fixed_landmarks"),
         moving_landmarks=_resolve(base, job.get("moving_landmarks"), "moving_landmarks"),
         prompts=parse_prompt_set(job.get("prompts")),
+        auto_prompts=parse_auto_prompts(job.get("auto_prompts")),
     )
     check_input_files(fixed=inputs.fixed, moving=inputs.moving, fixed_seg=inputs.fixed_seg,
                       moving_seg=inputs.moving_seg, fixed_landmarks=inputs.fixed_landmarks,

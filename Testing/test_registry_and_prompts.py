@@ -54,3 +54,13 @@ def test_a_job_carries_its_prompts(tmp_path):
     (tmp_path / "job.json").write_text(json.dumps(job))
     with pytest.raises(InputError, match="three numbers"):
         load_job(tmp_path / "job.json")
+
+
+def test_automatic_prompts_are_refused_until_they_exist(tmp_path):
+    from SAMRegistrationLib.pipeline import RegistrationInputs, register
+    from SAMRegistrationLib.settings import Settings
+    files = write_pair(tmp_path / "in", with_segs=False)
+    with pytest.raises(InputError, match="not implemented yet"):
+        register(RegistrationInputs(files["fixed"], files["moving"], tmp_path / "out", auto_prompts=3),
+                 Settings(encoder="mind"))
+    assert not (tmp_path / "out").exists()

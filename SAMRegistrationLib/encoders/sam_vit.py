@@ -47,25 +47,33 @@ DEFAULT_BATCH_SIZE = 1   # a 1024x1024 ViT-B forward already needs ~2 GB of acti
 _PRIVATE_PACKAGE = "_samreg_segment_anything_modeling"
 
 
+def sam_modeling_class(module: str, name: str):
+    """A class of ``segment_anything.modeling.<module>`` without executing
+    ``segment_anything/__init__.py`` (which imports torchvision)."""
+    module_name = f"{_PRIVATE_PACKAGE}.{module}"
+    if module_name not in sys.modules:
+        spec = importlib.util.find_spec("segment_anything")
+        if spec is None or not spec.submodule_search_locations:
+            raise CheckpointError("SAM models need the segment-anything package; "
+                                  "install it with: pip install segment-anything==1.0")
+        modeling_dir = Path(list(spec.submodule_search_locations)[0]) / "modeling"
+        if _PRIVATE_PACKAGE not in sys.modules:
+            package = types.ModuleType(_PRIVATE_PACKAGE)
+            package.__path__ = [str(modeling_dir)]
+            sys.modules[_PRIVATE_PACKAGE] = package
+        for sub in ("common", module):   # every modeling module needs only ``common`` besides itself
+            full = f"{_PRIVATE_PACKAGE}.{sub}"
+            if full in sys.modules:
+                continue
+            sub_spec = importlib.util.spec_from_file_location(full, modeling_dir / f"{sub}.py")
+            loaded = importlib.util.module_from_spec(sub_spec)
+            sys.modules[full] = loaded
+            sub_spec.loader.exec_module(loaded)
+    return getattr(sys.modules[module_name], name)
+
+
 def _image_encoder_class():
-    """``ImageEncoderViT`` without executing ``segment_anything/__init__.py`` (torchvision)."""
-    module_name = _PRIVATE_PACKAGE + ".image_encoder"
-    if module_name in sys.modules:
-        return sys.modules[module_name].ImageEncoderViT
-    spec = importlib.util.find_spec("segment_anything")
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("the SAM ViT encoders need the segment-anything package; "
-                              "install it with: pip install segment-anything==1.0")
-    modeling_dir = Path(list(spec.submodule_search_locations)[0]) / "modeling"
-    package = types.ModuleType(_PRIVATE_PACKAGE)
-    package.__path__ = [str(modeling_dir)]
-    sys.modules[_PRIVATE_PACKAGE] = package
-    for sub in ("common", "image_encoder"):
-        sub_spec = importlib.util.spec_from_file_location(f"{_PRIVATE_PACKAGE}.{sub}", modeling_dir / f"{sub}.py")
-        module = importlib.util.module_from_spec(sub_spec)
-        sys.modules[sub_spec.name] = module
-        sub_spec.loader.exec_module(module)
-    return sys.modules[module_name].ImageEncoderViT
+    return sam_modeling_class("image_encoder", "ImageEncoderViT")
 
 
 def build_image_encoder(embed_dim: int, depth: int, heads: int, global_idx: Sequence[int],

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..grid import Grid
-from ..registry import SLICE_ENCODERS, register_volume_encoder
+from ..registry import SLICE_ENCODERS, VOLUME_ENCODERS, register_volume_encoder
 from ..resample import sample_tensor, transform_points
 from ..volume import content_hash
 
@@ -282,10 +282,15 @@ class SliceWiseEncoder:
         return fixed, moving, {"fixed": fixed_info, "moving": moving_info, "pca_dims": dims}
 
 
-def _register_all() -> None:
-    """Every registered slice encoder becomes a volume encoder of the same name."""
+def register_slice_based() -> None:
+    """Every registered slice encoder becomes a volume encoder of the same name.
+
+    Called on import and again by ``registry.load_plugins`` once every module is imported,
+    so slice encoders registered after this module (import order) are covered too.
+    """
     for name in list(SLICE_ENCODERS):
-        register_volume_encoder(name)(lambda settings, _name=name: SliceWiseEncoder(_name, settings))
+        if name not in VOLUME_ENCODERS:
+            register_volume_encoder(name)(lambda settings, _name=name: SliceWiseEncoder(_name, settings))
 
 
-_register_all()
+register_slice_based()

@@ -1,0 +1,1 @@
+"""Point prompts -> regions: SAM-family prompt decoding on slice embeddings, propagated in 3D."""
