@@ -145,6 +145,25 @@ def effective_lambda(lambda_reg: float, spacing: float) -> float:
     return lambda_reg * max(1.0, (REFERENCE_SPACING_MM / spacing) ** 2)
 
 
+def regions_on_grid(regions: dict, grid: Grid, affine: sitk.Transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paired region label images -> (K, D, H, W) soft masks on the working grid, the moving
+    ones through the affine; only structures found in both images are kept."""
+    from .resample import image_on_grid
+    fixed_labels, fixed_infos = regions["fixed"]
+    moving_labels, _ = regions["moving"]
+    fixed_masks, moving_masks = [], []
+    for number in range(1, len(fixed_infos) + 1):
+        f = image_on_grid(sitk.Cast(fixed_labels == number, sitk.sitkFloat32), grid)[0, 0]
+        m = image_on_grid(sitk.Cast(moving_labels == number, sitk.sitkFloat32), grid, affine)[0, 0]
+        if f.sum() > 0 and m.sum() > 0:
+            fixed_masks.append(f)
+            moving_masks.append(m)
+    if not fixed_masks:
+        empty = torch.zeros((0, *grid.shape))
+        return empty, empty
+    return torch.stack(fixed_masks), torch.stack(moving_masks)
+
+
 def check_memory(grid: Grid, channels: int) -> None:
     # two feature volumes, their pooled copies, Adam buffers and gradients, plus the output field
     need = grid.num_voxels * 4 * (channels * 6 + 40)
@@ -251,13 +270,11 @@ def register(inputs: RegistrationInputs, settings: Settings,
     # ------------------------------------------------------------------ prompts -> regions
     regions: dict[str, tuple[sitk.Image, list]] = {}
     if inputs.prompts:
-        from .prompting.segment import regions_from_prompts
+        from .prompting.pairs import paired_regions
         with timer.stage("prompts"):
-            for side, image01 in (("fixed", fixed01), ("moving", moving01)):
-                points = inputs.prompts.get(side) or []
-                if points:
-                    reporter("encode", 1.0, f"segmenting the {side} image's clicked structures")
-                    regions[side] = regions_from_prompts(image01, points, side, settings)
+            regions = paired_regions({"fixed": fixed01, "moving": moving01}, inputs.prompts, affine, settings, reporter)
+    elif settings.method == "promptreg":
+        raise InputError("the promptreg method needs point prompts (--moving-prompts and/or --fixed-prompts)")
 
     # ------------------------------------------------------------------ optimise
     with timer.stage("optimise"):
@@ -267,7 +284,9 @@ def register(inputs: RegistrationInputs, settings: Settings,
             method_settings = dataclasses.replace(
                 settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing),
                 grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask))
-            result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask)
+            region_masks = regions_on_grid(regions, grid, affine) if regions else None
+            result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask,
+                            regions=region_masks)
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
                                 "use a coarser --spacing") from None

@@ -75,6 +75,7 @@ class Structure:
     label: str
     positive: list = field(default_factory=list)
     negative: list = field(default_factory=list)
+    half_size_mm: Optional[float] = None   # expected in-plane half size, when known (found regions)
 
 
 def group_structures(points: list[dict], side: str = "image") -> list[Structure]:

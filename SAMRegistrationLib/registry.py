@@ -24,6 +24,7 @@ _BUILTIN_MODULES = (
     "SAMRegistrationLib.encoders.slicewise",
     "SAMRegistrationLib.encoders.fusion",
     "SAMRegistrationLib.methods.convexadam",
+    "SAMRegistrationLib.methods.promptreg",
 )
 _loaded = False
 
@@ -31,7 +32,7 @@ _loaded = False
 #: installed yet where a GUI fills its menus); a test keeps these equal to the registries
 BUILTIN_ENCODER_NAMES = ("litemedsam", "litemedsam+mind", "medsam-vit-b", "mind",
                          "sam-vit-b", "sam-vit-h", "sam-vit-l")
-BUILTIN_METHOD_NAMES = ("convexadam",)
+BUILTIN_METHOD_NAMES = ("convexadam", "promptreg")
 
 
 def _register(table: Dict[str, Callable], kind: str, name: str):

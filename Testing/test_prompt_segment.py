@@ -92,7 +92,7 @@ def test_structures_are_grouped_by_label():
         group_structures([{"position": [0, 0, 0], "positive": False, "label": None}], "fixed")
 
 
-def test_registration_with_moving_clicks_writes_and_scores_the_regions(tmp_path):
+def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_path):
     from phantom import translated
     from SAMRegistrationLib.pipeline import RegistrationInputs, register
     image, blob, centre = ellipsoid_volume()
@@ -108,10 +108,37 @@ def test_registration_with_moving_clicks_writes_and_scores_the_regions(tmp_path)
     report = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "out",
                                          fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
                                          prompts=prompts),
-                      Settings(encoder="mind", cache_dir=str(tmp_path / "cache"), slice_step=1, iterations=20))
+                      Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), slice_step=1,
+                               iterations=20))
     regions = sitk.ReadImage(str(tmp_path / "out" / "moving_regions.nii.gz"))
     assert regions.GetSize() == moving.GetSize()
-    quality = report["metrics"]["regions"]["moving"]
-    assert quality[0]["region"] == "blob" and quality[0]["label"] == 1 and quality[0]["dice"] > 0.75, quality
-    assert report["resolved"]["regions"]["moving"][0]["slices"][0] >= FIRST - 2
-    assert not (tmp_path / "out" / "fixed_regions.nii.gz").exists()
+    assert sitk.ReadImage(str(tmp_path / "out" / "fixed_regions.nii.gz")).GetSize() == image.GetSize()
+    for side in ("moving", "fixed"):            # clicked in the moving image, found in the fixed one
+        quality = report["metrics"]["regions"][side]
+        assert quality[0]["region"] == "blob" and quality[0]["label"] == 1 and quality[0]["dice"] > 0.75, quality
+    assert report["resolved"]["regions"]["fixed"][0]["found_by"] == "correspondence"
+    assert report["resolved"]["method"]["regions"] == 1
+    assert report["metrics"]["dice_mean"] > report["metrics"]["initial"]["dice_mean"] + 0.1
+
+
+def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, tmp_path):
+    """PromptReg's inverse prompt: segmented in the moving image, the structure is found in the
+    fixed one (shifted by 8/-6/6 mm, no affine given) and segmented there."""
+    from phantom import translated
+    from SAMRegistrationLib.prompting.correspond import find_click
+    fixed01, fixed_canvas, blob, centre = canvas_and_truth
+    shift = np.array([8.0, -6.0, 6.0])
+    moving01 = translated(fixed01, shift)
+    moving_canvas = slice_canvas(moving01, Settings(cache_dir=str(tmp_path), slice_step=1))
+    segmenter = RegionSegmenter(decoder)
+    moving_mask, _ = segmenter.segment(moving_canvas, Structure("blob", [centre + shift]))
+    match = find_click(moving_canvas, moving_mask, fixed_canvas, sitk.Transform())
+    index = np.round(fixed01.TransformPhysicalPointToContinuousIndex(tuple(match.click))).astype(int)
+    assert blob[index[2], index[1], index[0]], f"the found click {match.click} is not inside the structure"
+    from SAMRegistrationLib.prompting.pairs import half_size_mm
+    hint = half_size_mm(moving_canvas, moving_mask)          # as paired_regions does
+    labels, _ = regions_on_image(fixed01, fixed_canvas, segmenter, [Structure("blob", [match.click], half_size_mm=hint)])
+    region = sitk.GetArrayFromImage(labels) == 1
+    dice = 2 * (region & blob).sum() / (region.sum() + blob.sum())
+    print(f"\nfound again: click {np.round(match.click, 1)} (similarity {match.similarity:.2f}), Dice {dice:.3f}")
+    assert dice > 0.75

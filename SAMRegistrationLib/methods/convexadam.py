@@ -164,7 +164,7 @@ def _diffusion_grad(field: torch.Tensor) -> tuple[float, torch.Tensor]:
 
 def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, iterations: int,
                 lambda_reg: float, lr: float, reporter=None, passes: int = 3,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, extra_loss=None) -> torch.Tensor:
     """Instance optimisation on the pooled grid; returns the smoothed field (voxel units).
 
     The field is a free parameter smoothed by ``passes`` 3^3 box filters before use. Autograd
@@ -174,7 +174,8 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
 
     ``mask`` (D, H, W) limits where the data term is evaluated (anatomy, not air); the sum is
     still divided by the number of all voxels, so the balance with the regulariser is the
-    same as without a mask and the mask only saves time.
+    same as without a mask and the mask only saves time. ``extra_loss(field)`` adds a
+    differentiable term of the smoothed field (voxel units of this grid).
     """
     param = init.clone()
     param.grad = torch.zeros_like(param)
@@ -197,6 +198,8 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
         grid = (base + offsets).view(1, 1, 1, -1, 3)
         warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
         data = (warped.view(channels, -1) - fixed_points).pow_(2).sum() / total
+        if extra_loss is not None:          # e.g. promptreg's region terms on the smoothed field
+            data = data + extra_loss(field)
         data.backward()
         reg_value, reg_grad = _diffusion_grad(field.detach())
         grad_field = field.grad.add_(reg_grad, alpha=lambda_reg)
@@ -245,11 +248,13 @@ def repair_folds(field: torch.Tensor, iterations: int = 30, margin: float = 0.05
 
 # --------------------------------------------------------------------------- method
 def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
-                mask: torch.Tensor | None = None) -> ConvexAdamResult:
+                mask: torch.Tensor | None = None, extra_loss_factory=None) -> ConvexAdamResult:
     """Register (C, D, H, W) moving features to fixed features on the same working grid.
 
     ``mask`` (D, H, W) bool marks voxels holding anatomy in either image; only there does the
-    Adam data term need evaluating.
+    Adam data term need evaluating. ``extra_loss_factory(init, factor)``, given the convex
+    stage's field on the Adam grid and that grid's pooling factor, may return a loss of the
+    field to add to the Adam stage (or None), plus a dict for the result's info.
     """
     report = reporter or (lambda *a, **k: None)
     shape = fixed.shape[-3:]
@@ -283,10 +288,11 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
             m = pad_to_multiple(mask[None, None].float(), multiple)
             mask_a = (F.max_pool3d(m, ga) if ga > 1 else m)[0, 0] > 0
 
+    extra_loss, extra_info = extra_loss_factory(init, ga) if extra_loss_factory is not None else (None, {})
     if settings.iterations > 0:
         field = adam_refine(fix_a, mov_a, init, int(settings.iterations), float(settings.lambda_reg),
                             float(settings.learning_rate), report, int(settings.extra.get("smooth_passes", 3)),
-                            mask_a)
+                            mask_a, extra_loss)
     else:
         field = init
     folded = 0
@@ -296,11 +302,12 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
         full = resize_field(field, padded_shape, float(ga)) if ga > 1 else field
         full = full[..., :shape[0], :shape[1], :shape[2]].contiguous()
     info = {"coarse_grid": list(fix_c.shape[-3:]), "labels": int(offsets.shape[0]),
-            "adam_grid": list(adam_shape), "folded_voxels_repaired": folded}
+            "adam_grid": list(adam_shape), "folded_voxels_repaired": folded, **extra_info}
     return ConvexAdamResult(full, info)
 
 
 @register_method("convexadam")
 def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
-        mask: torch.Tensor | None = None) -> ConvexAdamResult:
+        mask: torch.Tensor | None = None, regions=None) -> ConvexAdamResult:
+    """``regions`` (prompt-derived region masks) are for methods that use them; ignored here."""
     return convex_adam(fixed, moving, settings, reporter, mask)

@@ -138,26 +138,38 @@ class RegionSegmenter:
         if self.mode == "points+box":
             box = _box(decoded.logits > 0, self.box_margin)
             return decoded if box is None else self.decoder.decode(embedding, points, labels, box=box)
-        return self._box_search(canvas, embedding, points, labels)
+        return self._box_search(canvas, embedding, points, labels, structure.half_size_mm)
 
     def _box_search(self, canvas: SliceCanvas, embedding: torch.Tensor, points: torch.Tensor,
-                    labels: torch.Tensor) -> Decoded:
+                    labels: torch.Tensor, expected_half_mm: Optional[float] = None) -> Decoded:
         positive, negative = points[labels == 1], points[labels == 0]
-        centre = positive.mean(0)
         spread = (positive.max(0).values - positive.min(0).values) / 2
         pixel = canvas.grid.spacing[canvas.in_plane[0]]
-        best: Optional[Decoded] = None
-        for half_mm in BOX_HALF_SIZES_MM:
-            half = spread + half_mm / pixel
-            box = torch.cat([centre - half, centre + half])
-            decoded = self.decoder.decode(embedding, box=box)
-            mask = decoded.logits > 0
-            if not (_contains(mask, positive) and not _touches(mask, negative)):
-                continue
-            if best is None or decoded.score > best.score:
-                best = decoded
-        return best if best is not None else Decoded(torch.full(embedding.shape[-2:], -1.0).repeat_interleave(4, 0)
-                                                      .repeat_interleave(4, 1), 0.0)
+        sizes = BOX_HALF_SIZES_MM
+        if expected_half_mm:   # a found region should be about as large as the clicked one
+            sizes = tuple(expected_half_mm * f for f in (1.0, 1.25, 1.6, 2.0))
+
+        def search(centre: torch.Tensor) -> Optional[Decoded]:
+            best = None
+            for half_mm in sizes:
+                half = spread + half_mm / pixel
+                decoded = self.decoder.decode(embedding, box=torch.cat([centre - half, centre + half]))
+                mask = decoded.logits > 0
+                if _contains(mask, positive) and not _touches(mask, negative) and \
+                        (best is None or decoded.score > best.score):
+                    best = decoded
+            return best
+
+        best = search(positive.mean(0))
+        if best is not None and expected_half_mm:
+            # a found click may sit off the structure's centre: search again around the mask
+            rows, cols = torch.nonzero(best.logits > 0, as_tuple=True)
+            again = search(torch.stack([cols.float().mean(), rows.float().mean()]))
+            if again is not None and again.score >= best.score - 0.05:
+                best = again
+        if best is None:
+            return Decoded(torch.full([4 * n for n in embedding.shape[-2:]], -1.0), 0.0)
+        return best
 
     def segment(self, canvas: SliceCanvas, structure: Structure) -> tuple[np.ndarray, dict]:
         """(D, H, W) bool mask on the canvas lattice (tensor layout) and propagation facts."""
@@ -199,26 +211,30 @@ class RegionSegmenter:
         return volume, info
 
 
-def regions_on_image(image01: sitk.Image, canvas: SliceCanvas, segmenter: RegionSegmenter,
-                     structures: list[Structure]) -> tuple[sitk.Image, list[dict]]:
-    """A label image on ``image01``'s grid with label i + 1 for ``structures[i]``.
-
-    Each structure's canvas mask is resampled linearly (which interpolates between encoded
-    slices) and thresholded at 0.5; later structures do not overwrite earlier ones.
-    """
+def label_image(image01: sitk.Image, canvas: SliceCanvas, masks: list[np.ndarray]) -> tuple[sitk.Image, list[int]]:
+    """Canvas masks -> a label image on ``image01``'s grid (label i + 1 for ``masks[i]``) and
+    the voxel count of each label. Each mask is resampled linearly (which interpolates between
+    encoded slices) and thresholded at 0.5; later masks do not overwrite earlier ones."""
     labels = np.zeros(sitk.GetArrayViewFromImage(image01).shape, np.uint16)
-    infos = []
-    for number, structure in enumerate(structures, start=1):
-        mask, info = segmenter.segment(canvas, structure)
+    counts = []
+    for number, mask in enumerate(masks, start=1):
         on_canvas = canvas.grid.image_from_array(mask.astype(np.float32))
         resampled = sitk.Resample(on_canvas, image01, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         region = (sitk.GetArrayViewFromImage(resampled) > 0.5) & (labels == 0)
         labels[region] = number
-        info["voxels"] = int(region.sum())
-        infos.append(info)
+        counts.append(int(region.sum()))
     out = sitk.GetImageFromArray(labels)
     out.CopyInformation(image01)
-    return out, infos
+    return out, counts
+
+
+def regions_on_image(image01: sitk.Image, canvas: SliceCanvas, segmenter: RegionSegmenter,
+                     structures: list[Structure]) -> tuple[sitk.Image, list[dict]]:
+    """A label image on ``image01``'s grid with label i + 1 for ``structures[i]``."""
+    masks, infos = zip(*(segmenter.segment(canvas, s) for s in structures)) if structures else ((), ())
+    image, counts = label_image(image01, canvas, list(masks))
+    infos = [dict(info, voxels=count) for info, count in zip(infos, counts)]
+    return image, infos
 
 
 def regions_from_prompts(image01: sitk.Image, points: list[dict], side: str, settings,

@@ -1,0 +1,119 @@
+"""Clicks in either image -> pairs of corresponding regions, one label per structure.
+
+A structure clicked in both images is segmented in each; one clicked in only one image is
+segmented there and found in the other by :func:`correspond.find_click` (PromptReg's inverse
+prompt with a physical prior and a soft-argmax), then segmented at the found click.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..device import resolve_device
+from ..prompts import group_structures
+from .correspond import find_click
+from .decoder import PromptDecoder
+from .segment import RegionSegmenter, SliceCanvas, Structure, label_image, slice_canvas
+
+SIDES = ("fixed", "moving")
+
+
+#: a region the decoder itself doubts (its IoU estimate on the first slice) is not used
+MIN_DECODER_SCORE = 0.5
+#: a region mostly inside an earlier structure's region duplicates it and is not used
+MAX_SHARED_FRACTION = 0.5
+#: corresponding regions of one structure have comparable volumes (ED/ES hearts differ ~2x)
+MAX_VOLUME_RATIO = 3.0
+
+
+def half_size_mm(canvas: SliceCanvas, mask: np.ndarray) -> float:
+    """Half the in-plane extent (mm) of a region's largest slice: the box size it needs."""
+    slices = np.moveaxis(mask, 2 - canvas.axis, 0)
+    largest = slices[int(np.argmax(slices.reshape(len(slices), -1).sum(1)))]
+    rows, cols = np.nonzero(largest)
+    pixel = canvas.grid.spacing[canvas.in_plane[0]]
+    return 0.5 * pixel * float(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
+
+
+def _volume_mm3(canvas: SliceCanvas, mask: np.ndarray) -> float:
+    return float(mask.sum()) * float(np.prod(canvas.grid.spacing))
+
+
+def _unusable(found: dict, accepted: dict, canvases: dict) -> Optional[str]:
+    """Why a structure's regions cannot drive the registration, or None. A wrong pair pulls the
+    anatomy the wrong way, so doubtful ones are reported and left out."""
+    for side, (mask, info) in found.items():
+        if not mask.any():
+            return f"no {side} region"
+        if info.get("start_score", 1.0) < MIN_DECODER_SCORE:
+            return f"the decoder is not confident of the {side} region ({info['start_score']:.2f})"
+        for earlier in accepted[side]:
+            if (mask & earlier).sum() > MAX_SHARED_FRACTION * mask.sum():
+                return f"the {side} region lies inside an earlier structure's region"
+    if len(found) == 2:
+        volumes = [_volume_mm3(canvases[side], found[side][0]) for side in SIDES]
+        if max(volumes) > MAX_VOLUME_RATIO * min(volumes):
+            return f"the regions' volumes differ more than {MAX_VOLUME_RATIO:g}x ({volumes[0]:.0f} vs {volumes[1]:.0f} mm3)"
+    return None
+
+
+def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.Transform, settings,
+                   reporter=None) -> dict[str, tuple[sitk.Image, list[dict]]]:
+    """``{"fixed": (labels, infos), "moving": (labels, infos)}``; label i + 1 is the i-th structure
+    on both sides. ``affine`` maps fixed points to moving points."""
+    say = reporter or (lambda *a, **k: None)
+    clicked = {side: {s.label: s for s in group_structures(prompts.get(side) or [], side)}
+               for side in SIDES if prompts.get(side)}
+    order: list[str] = []
+    for side in ("moving", "fixed"):
+        order += [label for label in clicked.get(side, {}) if label not in order]
+    canvases: dict[str, SliceCanvas] = {}
+    for side in SIDES:
+        say("encode", 1.0, f"slice embeddings of the {side} image for its regions")
+        canvases[side] = slice_canvas(images01[side], settings)
+    segmenter = RegionSegmenter(PromptDecoder(device=resolve_device(settings.device)))
+    to_other = {"fixed": affine, "moving": affine.GetInverse()}       # maps points of side -> other side
+    masks: dict[str, list] = {side: [] for side in SIDES}
+    infos: dict[str, list] = {side: [] for side in SIDES}
+    for label in order:
+        say("encode", 1.0, f"segmenting structure {label!r}")
+        found: dict[str, Optional[tuple]] = {}
+        for side in SIDES:
+            if label in clicked.get(side, {}):
+                mask, info = segmenter.segment(canvases[side], clicked[side][label])
+                found[side] = (mask, dict(info, found_by="click"))
+        unusable = _unusable(found, masks, canvases)
+        if unusable:
+            for side in SIDES:
+                empty = np.zeros(tuple(reversed(canvases[side].grid.size)), bool)
+                info = found[side][1] if side in found else {"label": label}
+                masks[side].append(empty)
+                infos[side].append(dict(info, dropped=unusable))
+            continue
+        for side in SIDES:
+            other = "moving" if side == "fixed" else "fixed"
+            if side in found:
+                continue
+            source_mask = found[other][0]
+            # find_click wants target -> source points: the target is ``side``
+            match = find_click(canvases[other], source_mask, canvases[side], to_other[side])
+            if match is None:
+                empty = np.zeros(tuple(reversed(canvases[side].grid.size)), bool)
+                found[side] = (empty, {"label": label, "found_by": "correspondence", "slices": None})
+                continue
+            mask, info = segmenter.segment(canvases[side], Structure(label, [match.click],
+                                                                     half_size_mm=half_size_mm(canvases[other], source_mask)))
+            found[side] = (mask, dict(info, found_by="correspondence", similarity=round(match.similarity, 3),
+                                      click=[round(float(c), 2) for c in match.click]))
+        dropped = _unusable(found, masks, canvases)
+        for side in SIDES:
+            mask, info = found[side]
+            masks[side].append(np.zeros_like(mask) if dropped else mask)
+            infos[side].append(dict(info, dropped=dropped) if dropped else info)
+    out = {}
+    for side in SIDES:
+        image, counts = label_image(images01[side], canvases[side], masks[side])
+        out[side] = (image, [dict(info, voxels=count) for info, count in zip(infos[side], counts)])
+    return out

@@ -1,0 +1,55 @@
+"""The promptreg method: region pairs move anatomy that the features alone leave in place."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from SAMRegistrationLib.methods import promptreg
+from SAMRegistrationLib.methods.convexadam import convex_adam, warp
+
+
+def settings(**changes) -> SimpleNamespace:
+    values = dict(grid_sp=3, disp_hw=3, grid_sp_adam=1, lambda_reg=0.3, iterations=40, learning_rate=1.0,
+                  ic_iterations=5, repair_folds=True, extra={})
+    values.update(changes)
+    return SimpleNamespace(**values)
+
+
+def ball(shape, centre, radius) -> torch.Tensor:
+    z, y, x = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in shape), indexing="ij")
+    return (((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) < radius ** 2).float()
+
+
+def region_dice(field: torch.Tensor, fixed_mask: torch.Tensor, moving_mask: torch.Tensor) -> float:
+    warped = warp(moving_mask[None, None], field)[0, 0]
+    return float(2 * (warped * fixed_mask).sum() / (warped.sum() + fixed_mask.sum()))
+
+
+@pytest.mark.parametrize("extra", [{}, {"promptreg_contour_weight": 0.01}], ids=["dice", "dice+contour"])
+def test_promptreg_improves_region_dice_over_its_initialisation(extra):
+    """Identical smooth features (nothing to register for convexadam) and a region that sits
+    4 voxels further along x in the moving image: only the region pair can move it."""
+    torch.manual_seed(0)
+    shape = (30, 30, 30)
+    features = F.interpolate(torch.randn(1, 4, 6, 6, 6), size=shape, mode="trilinear")[0]
+    fixed_region = ball(shape, (13, 15, 15), 6)
+    moving_region = ball(shape, (17, 15, 15), 6)
+    start = convex_adam(features, features.clone(), settings())
+    before = region_dice(start.displacement, fixed_region, moving_region)
+    result = promptreg.run(features, features.clone(), settings(extra=extra),
+                           regions=(fixed_region[None], moving_region[None]))
+    after = region_dice(result.displacement, fixed_region, moving_region)
+    print(f"\nregion Dice: convexadam {before:.3f} -> promptreg {after:.3f}")
+    assert after > before + 0.15
+    from SAMRegistrationLib.methods.convexadam import jacobian_det
+    assert float((jacobian_det(result.displacement) <= 0).float().mean()) == 0.0
+
+
+def test_promptreg_without_regions_is_a_clear_error():
+    from SAMRegistrationLib.errors import InputError
+    features = torch.zeros(2, 8, 8, 8)
+    with pytest.raises(InputError, match="needs point prompts"):
+        promptreg.run(features, features, settings())
