@@ -52,7 +52,13 @@ def register_volume_encoder(name: str):
     return _register(VOLUME_ENCODERS, "encoder", name)
 
 
-def register_method(name: str):
+#: methods that need point prompts (a benchmark without clicks leaves them out)
+PROMPT_METHODS: set = set()
+
+
+def register_method(name: str, needs_prompts: bool = False):
+    if needs_prompts:
+        PROMPT_METHODS.add(name)
     return _register(METHODS, "method", name)
 
 

@@ -50,10 +50,11 @@ class OurMethod:
 
 def our_methods(default_encoder: str, default_method: str) -> list[OurMethod]:
     """Every registered method with the benchmark encoders, plus the default re-run warm."""
-    from ..registry import METHODS, load_plugins
+    from ..registry import METHODS, PROMPT_METHODS, load_plugins
 
     load_plugins()
-    methods = [OurMethod(m, e) for m in sorted(METHODS) for e in BENCH_ENCODERS]
+    # the cases have no clicks, so methods that need point prompts are not benchmarked here
+    methods = [OurMethod(m, e) for m in sorted(set(METHODS) - PROMPT_METHODS) for e in BENCH_ENCODERS]
     methods.append(OurMethod(default_method, default_encoder, warm=True))
     return methods
 

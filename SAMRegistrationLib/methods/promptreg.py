@@ -118,7 +118,7 @@ def region_loss(fixed_regions: torch.Tensor, moving_regions: torch.Tensor, setti
     return loss
 
 
-@register_method("promptreg")
+@register_method("promptreg", needs_prompts=True)
 def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None, mask: torch.Tensor | None = None,
         regions: tuple[torch.Tensor, torch.Tensor] | None = None) -> ConvexAdamResult:
     if regions is None or regions[0].shape[0] == 0:
