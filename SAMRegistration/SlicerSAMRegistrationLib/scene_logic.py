@@ -286,8 +286,11 @@ class SceneRegistrationLogic:
                 except Exception as exc:   # noqa: BLE001 - surfaced as the run's error
                     run.error = f"could not load the registration results: {exc}"
             else:
-                detail = run.errorMessage or (run.stderrTail[-1] if run.stderrTail else "no message")
-                run.error = f"{detail} (worker exit status {status})" if run.errorMessage is None else detail
+                if run.errorMessage is not None:       # the worker's own one-line message
+                    run.error = run.errorMessage
+                else:                                  # it died without one (crash, killed)
+                    last = run.stderrTail[-1] if run.stderrTail else "no message"
+                    run.error = f"{last} (worker exit status {status})"
         finally:
             if run.keepTemporaryFiles:
                 self._log(run, f"temporary files kept in {run.tempDir}")

@@ -67,6 +67,16 @@ def _legend(ax: Any) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
+
+def _finish_bars(fig: Any, ax: Any, ylabel: str, title: str) -> Any:
+    """Labels, a light horizontal grid and the legend of a grouped-bar chart."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    _legend(ax)
+    fig.tight_layout()
+    return fig
+
 def _plot_dice_per_method(R: _Results, colors: dict[str, Any]) -> Any:
     cases = [c for c in R.standard_cases()
              if R.label_keys(c) or any(_num(R.metrics(R.run(c, "standard", m)).get("dice_mean"))
@@ -86,12 +96,7 @@ def _plot_dice_per_method(R: _Results, colors: dict[str, Any]) -> Any:
     ax = fig.subplots()
     _grouped_bars(ax, cases, series)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("Dice mean (higher is better)")
-    ax.set_title("Mean Dice per case and method")
-    ax.grid(axis="y", alpha=0.3)
-    _legend(ax)
-    fig.tight_layout()
-    return fig
+    return _finish_bars(fig, ax, "Dice mean (higher is better)", "Mean Dice per case and method")
 
 
 def _plot_accuracy_vs_time(R: _Results, colors: dict[str, Any]) -> Any:
@@ -240,12 +245,7 @@ def _plot_synthetic_epe(R: _Results, colors: dict[str, Any]) -> Any:
                        label=None if p95_drawn else "EPE p95")
             p95_drawn = True
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("EPE mm (lower is better); bars = mean")
-    ax.set_title("Synthetic deformations: end-point error")
-    ax.grid(axis="y", alpha=0.3)
-    _legend(ax)
-    fig.tight_layout()
-    return fig
+    return _finish_bars(fig, ax, "EPE mm (lower is better); bars = mean", "Synthetic deformations: end-point error")
 
 
 def write_plots(results: dict, outdir: Path) -> list[Path]:

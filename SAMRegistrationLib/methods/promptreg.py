@@ -29,9 +29,10 @@ from .convexadam import ConvexAdamResult, convex_adam, identity_grid, voxel_to_n
 
 DICE_WEIGHT = 0.3        # per-region soft Dice (mean over regions) against the feature SSD (total variance 1)
 # Per squared working voxel of contour distance (Chamfer, both directions). Off by default:
-# on acdc067 (one click per structure) Dice was 0.882 without it, 0.867 at 0.001 and 0.856 at
-# 0.005; it fits contours exactly and so follows a region's segmentation errors (the moving
-# RV region has Dice 0.70). Set ``extra["promptreg_contour_weight"]`` to use it.
+# on acdc067 (one click per structure), in an earlier form of this method (a second Adam run
+# after convexadam), Dice was 0.882 without it, 0.867 at 0.001 and 0.856 at 0.005; it fits
+# contours exactly and so follows a region's segmentation errors (the moving RV region has
+# Dice 0.70). Set ``extra["promptreg_contour_weight"]`` to use it.
 CONTOUR_WEIGHT = 0.0
 CONTOUR_POINTS = 2000    # sampled contour points per region and step
 # A region pair that the feature registration contradicts (Dice below this after the convex stage)

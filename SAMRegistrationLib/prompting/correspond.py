@@ -22,7 +22,6 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..encoders.slicewise import _embedding_grid
 from .decoder import STRIDE
 from .segment import SliceCanvas
 
@@ -68,7 +67,7 @@ def find_click(source: SliceCanvas, source_mask: np.ndarray, target: SliceCanvas
     if not source_mask.any():
         return None
     proto = prototype(source, source_mask)
-    grid = _embedding_grid(target.grid, target.axis, STRIDE)
+    grid = target.embedding_grid
     points = grid.world_points(torch.float64).reshape(-1, 3).numpy()
     centre = np.asarray(target_to_source.GetInverse().TransformPoint(tuple(region_centroid(source, source_mask))))
     near = np.linalg.norm(points - centre, axis=1) <= search_radius_mm

@@ -18,12 +18,11 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..device import resolve_device
 from ..encoders.litemedsam import LiteMedSAMEncoder
-from ..encoders.slicewise import SliceWiseEncoder, choose_axis, choose_step, stack_grid
+from ..encoders.slicewise import SliceWiseEncoder, stack_grid
 from ..errors import InputError
 from ..grid import Grid
-from ..prompts import Structure, group_structures
+from ..prompts import Structure
 from .decoder import Decoded, PromptDecoder
 
 #: how the first slice is prompted from the user's clicks (measured on acdc067; see README):
@@ -41,7 +40,8 @@ class SliceCanvas:
     """The encoder's slice lattice of one image: geometry and cached embeddings."""
     grid: Grid                    # canvas pixels x encoded slices, in the image's frame
     axis: int                     # index axis of the slices
-    embeddings: torch.Tensor      # (C, D, H, W) float16, tensor layout of the embedding grid
+    embeddings: torch.Tensor      # (C, D, H, W) float16, tensor layout of ``embedding_grid``
+    embedding_grid: Grid          # embedding cells (canvas pixels pooled by the encoder's stride)
 
     @property
     def in_plane(self) -> tuple[int, int]:
@@ -66,12 +66,11 @@ class SliceCanvas:
 def slice_canvas(image01: sitk.Image, settings, reporter=None, fraction=(0.0, 1.0)) -> SliceCanvas:
     """The ``litemedsam`` slice lattice of ``image01`` (embeddings from the feature cache)."""
     encoder = SliceWiseEncoder("litemedsam", settings)
-    stack, _ = encoder.stack(image01, reporter or (lambda *a, **k: None), fraction)
-    axis = choose_axis(image01, settings.slice_axis)
-    step = choose_step(image01.GetSpacing()[axis], settings.slice_step)
-    canvas = stack_grid(image01, axis, step, LiteMedSAMEncoder.canvas, LiteMedSAMEncoder.size_multiple,
-                        LiteMedSAMEncoder.flexible_size)
-    return SliceCanvas(canvas, axis, stack.features)
+    stack, info = encoder.stack(image01, reporter or (lambda *a, **k: None), fraction)
+    axis = "xyz".index(info["axis"])
+    canvas = stack_grid(image01, axis, info["slice_step"], LiteMedSAMEncoder.canvas,
+                        LiteMedSAMEncoder.size_multiple, LiteMedSAMEncoder.flexible_size)
+    return SliceCanvas(canvas, axis, stack.features, stack.grid)
 
 
 def _box(mask: torch.Tensor, margin: int) -> Optional[torch.Tensor]:
@@ -235,15 +234,6 @@ def regions_on_image(image01: sitk.Image, canvas: SliceCanvas, segmenter: Region
     image, counts = label_image(image01, canvas, list(masks))
     infos = [dict(info, voxels=count) for info, count in zip(infos, counts)]
     return image, infos
-
-
-def regions_from_prompts(image01: sitk.Image, points: list[dict], side: str, settings,
-                         reporter=None, decoder: Optional[PromptDecoder] = None) -> tuple[sitk.Image, list[dict]]:
-    """One image's clicks (engine prompt points) -> its label image of clicked structures."""
-    structures = group_structures(points, side)
-    canvas = slice_canvas(image01, settings, reporter)
-    decoder = decoder or PromptDecoder(device=resolve_device(settings.device))
-    return regions_on_image(image01, canvas, RegionSegmenter(decoder), structures)
 
 
 def region_quality(regions: sitk.Image, segmentation: sitk.Image, infos: list[dict]) -> list[dict]:
