@@ -1,10 +1,11 @@
 """Built-in affine pre-alignment (fixed -> moving physical map, ITK convention).
 
 Rigid then affine, Mattes mutual information (works across modalities), multi-resolution,
-on copies of the [0, 1]-normalised images resampled to a coarse isotropic grid. It is
-started both from the identity and from the centres of mass, and the candidate with the
-better final similarity wins, so images that already overlap well are not pushed away by
-a field-of-view difference, and images with a large table shift are still found.
+on copies of the [0, 1]-normalised images resampled to a coarse isotropic grid. The rigid
+stage is started both from the identity and from the centres of mass; the affine stage
+continues from the better of the two, and the identity is kept if nothing beats it. So images
+that already overlap well are not pushed away by a field-of-view difference, and images with
+a large table shift are still found.
 """
 from __future__ import annotations
 
@@ -63,24 +64,29 @@ def _plausible(affine: sitk.AffineTransform) -> bool:
     return np.linalg.det(matrix) > 0 and bool(np.all(np.abs(np.log(singular)) < MAX_LOG_SCALE))
 
 
-def _run(fixed: sitk.Image, moving: sitk.Image, start: sitk.Euler3DTransform) -> sitk.AffineTransform:
+def _rigid(fixed: sitk.Image, moving: sitk.Image, start: sitk.Euler3DTransform) -> sitk.Euler3DTransform:
     rigid = _method(fixed, seed=1)
     rigid.SetInitialTransform(sitk.Euler3DTransform(start), inPlace=True)
-    rigid_tx = rigid.Execute(fixed, moving)
-    rigid_tx = sitk.Euler3DTransform(rigid_tx) if not isinstance(rigid_tx, sitk.Euler3DTransform) else rigid_tx
+    result = rigid.Execute(fixed, moving)
+    return sitk.Euler3DTransform(result) if not isinstance(result, sitk.Euler3DTransform) else result
+
+
+def _as_affine(rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
     affine = sitk.AffineTransform(3)
-    affine.SetCenter(rigid_tx.GetCenter())
-    affine.SetMatrix(rigid_tx.GetMatrix())
-    affine.SetTranslation(rigid_tx.GetTranslation())
+    affine.SetCenter(rigid.GetCenter())
+    affine.SetMatrix(rigid.GetMatrix())
+    affine.SetTranslation(rigid.GetTranslation())
+    return affine
+
+
+def _affine_from(fixed: sitk.Image, moving: sitk.Image, rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
+    affine = _as_affine(rigid)
     method = _method(fixed, seed=2)
     method.SetInitialTransform(affine, inPlace=True)
     method.Execute(fixed, moving)
     if not _plausible(affine):
         log.info("affine stage gave an implausible matrix; keeping the rigid result")
-        affine = sitk.AffineTransform(3)
-        affine.SetCenter(rigid_tx.GetCenter())
-        affine.SetMatrix(rigid_tx.GetMatrix())
-        affine.SetTranslation(rigid_tx.GetTranslation())
+        return _as_affine(rigid)
     return affine
 
 
@@ -100,15 +106,25 @@ def affine_prealign(fixed01: sitk.Image, moving01: sitk.Image,
     identity_affine = sitk.AffineTransform(3)
     identity_affine.SetCenter(centre.tolist())
     candidates = [("identity", identity_affine, _evaluate(fixed_c, moving_c, identity_affine))]
-    starts = [("identity", identity_start), ("moments", moments_start)]
-    for index, (name, start) in enumerate(starts):
-        progress(index / len(starts), f"affine from {name}")
+    # rigid from both starts; the affine stage (the costlier one) only from the better of them
+    rigids = []
+    for index, (name, start) in enumerate((("identity", identity_start), ("moments", moments_start))):
+        progress(index / 3, f"rigid from {name}")
         try:
-            affine = _run(fixed_c, moving_c, start)
+            rigid = _rigid(fixed_c, moving_c, start)
         except RuntimeError as exc:  # e.g. no overlap from this start
-            log.info("affine from %s failed: %s", name, str(exc).splitlines()[-1:])
+            log.info("rigid from %s failed: %s", name, str(exc).splitlines()[-1:])
             continue
-        candidates.append((f"affine from {name}", affine, _evaluate(fixed_c, moving_c, affine)))
+        rigids.append((name, rigid, _evaluate(fixed_c, moving_c, rigid)))
+    if rigids:
+        name, rigid, _ = min(rigids, key=lambda c: c[2])
+        progress(2 / 3, f"affine from the rigid fit started at {name}")
+        try:
+            affine = _affine_from(fixed_c, moving_c, rigid)
+            candidates.append((f"affine from {name}", affine, _evaluate(fixed_c, moving_c, affine)))
+        except RuntimeError as exc:
+            log.info("affine stage failed: %s", str(exc).splitlines()[-1:])
+            candidates.append((f"rigid from {name}", _as_affine(rigid), _evaluate(fixed_c, moving_c, rigid)))
     progress(1.0, "affine done")
     # Mattes MI is reported negated by ITK: lower is better.
     name, best, value = min(candidates, key=lambda c: c[2])

@@ -71,3 +71,51 @@ def test_fusion_pca_keeps_the_dominant_subspace():
     before = torch.cat([fixed.flatten(1), moving.flatten(1)], 1).var(1).sum()
     after = torch.cat([a.flatten(1), b.flatten(1)], 1).var(1).sum()
     assert a.shape == (3, 6, 7, 8) and abs(float(after / before) - 1.0) < 1e-4
+
+
+def test_box3_passes_and_flat_axes_match_average_pool():
+    for shape in [(2, 3, 6, 7, 8), (1, 3, 1, 7, 8), (1, 1, 1, 1, 5)]:
+        x = torch.randn(*shape)
+        before = x.clone()
+        reference = x
+        for _ in range(3):
+            reference = F.avg_pool3d(F.pad(reference, [1] * 6, mode="replicate"), 3, stride=1)
+        assert torch.allclose(ca.box3(x, times=3), reference, atol=1e-5)
+        assert torch.equal(x, before), "box3 must not modify its input"
+
+
+def test_coupled_convex_matches_a_direct_argmin():
+    torch.manual_seed(4)
+    cost = torch.rand(27, 5, 6, 7)
+    offsets = ca.shift_offsets(1, "cpu")
+    flat = cost.view(27, -1)
+    smooth = ca.box3(offsets[flat.argmin(0)].t().reshape(1, 3, 5, 6, 7))
+    for theta in ca.THETAS:                     # the definition: argmin of cost + theta |d - v|^2
+        v = smooth.view(3, -1).t()
+        score = flat + theta * ((offsets[:, None, :] - v[None]) ** 2).sum(-1)
+        smooth = ca.box3(offsets[score.argmin(0)].t().reshape(1, 3, 5, 6, 7))
+    assert torch.allclose(ca.coupled_convex(cost, offsets, chunk=17), smooth, atol=1e-6)
+
+
+def _adam_reference(fixed, moving, init, iterations, lambda_reg, lr, passes=3):
+    """The Adam stage with the data gradient from grid_sample's autograd."""
+    param = init.clone()
+    param.grad = torch.zeros_like(param)
+    optimiser = torch.optim.Adam([param], lr=lr)
+    for _ in range(iterations):
+        field = ca.box3(param, times=passes).requires_grad_(True)
+        warped = ca.warp(moving, field)
+        ((warped - fixed) ** 2).sum().div(fixed[0, 0].numel()).backward()
+        _, reg_grad = ca._diffusion_grad(field.detach())
+        param.grad = ca.box3(field.grad + lambda_reg * reg_grad, times=passes)
+        optimiser.step()
+    return ca.box3(param, times=passes)
+
+
+def test_adam_stage_gradient_equals_grid_sample_autograd():
+    torch.manual_seed(5)
+    fixed = F.avg_pool3d(torch.rand(1, 4, 9, 10, 11), 3, stride=1, padding=1)
+    moving = torch.roll(fixed, 1, dims=3)
+    init = torch.randn(1, 3, 9, 10, 11) * 0.5         # pushes some points past the border
+    ours = ca.adam_refine(fixed, moving, init, 4, 0.3, 0.5)
+    assert torch.allclose(ours, _adam_reference(fixed, moving, init, 4, 0.3, 0.5), atol=1e-4)

@@ -42,6 +42,46 @@ def test_mind_shape_range_and_intensity_invariance():
     assert torch.isfinite(mind_ssc(torch.ones(1, 1, 8, 8, 8))).all()
 
 
+def _mind_by_definition(volume: torch.Tensor, radius: int, dilation: int) -> torch.Tensor:
+    """MIND-SSC straight from its definition: per pair of six-neighbourhood offsets a, b,
+    the patch mean of (I(x + a + k) - I(x + b + k))^2, minus the per-voxel minimum,
+    exp(-D / V) with V the channel mean clamped around its global mean."""
+    margin = 2 * dilation + radius
+    image = F.pad(volume, [margin] * 6, mode="replicate")[0, 0]
+    d, h, w = volume.shape[-3:]
+    six = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    pairs = [(a, b) for i, a in enumerate(six) for b in six[i + 1:]
+             if sum((x - y) ** 2 for x, y in zip(a, b)) == 2]
+    channels = []
+    for a, b in pairs:
+        total = torch.zeros(d, h, w)
+        for kz in range(-radius, radius + 1):
+            for ky in range(-radius, radius + 1):
+                for kx in range(-radius, radius + 1):
+                    def at(o):
+                        z, y, x = (margin + dilation * o[0] + kz, margin + dilation * o[1] + ky,
+                                   margin + dilation * o[2] + kx)
+                        return image[z:z + d, y:y + h, x:x + w]
+                    total += (at(a) - at(b)) ** 2
+        channels.append(total / (2 * radius + 1) ** 3)
+    ssd = torch.stack(channels)
+    ssd = ssd - ssd.min(0).values
+    variance = ssd.mean(0)
+    mean = variance.mean()
+    return torch.exp(-ssd / variance.clamp(mean * 1e-3, mean * 1e3))[None]
+
+
+def test_mind_equals_its_definition_whatever_the_slabs():
+    torch.manual_seed(0)
+    volume = F.interpolate(torch.rand(1, 1, 4, 5, 6), size=(14, 17, 19), mode="trilinear") + 0.05 * torch.rand(1, 1, 14, 17, 19)
+    reference = _mind_by_definition(volume, 1, 2)
+    for slab in (3, 5, 24):      # one slab sees the whole volume, so the clamp's mean is exact
+        ours = mind_ssc(volume, 1, 2, slab=slab)
+        assert torch.allclose(ours, reference, atol=1e-5), slab
+    pooled = mind_ssc(volume, 1, 2, pool=2, slab=4)
+    assert torch.allclose(pooled, F.avg_pool3d(reference, 2, stride=2), atol=1e-5)
+
+
 def test_stack_features_land_on_the_anatomy():
     """Sampling a slice-wise stack at the image's own voxels gives back the (blurred) image."""
     image, _ = normalise_intensity(phantom(direction=oblique_direction()))

