@@ -22,7 +22,7 @@ class Settings:
     moving_modality: str = "auto"
     # features
     slice_axis: str = "auto"             # auto | x | y | z (world axis of the fixed frame)
-    slice_step: Optional[int] = None     # encode every k-th slice (None: about every 4 mm)
+    slice_step: Optional[int] = None     # encode every k-th slice (None: about every 4 mm, <= 48 slices)
     pca_dims: int = 12
     mind_weight: float = 2.0             # weight of MIND channels in fused encoders
     fusion_dims: int = 16                # joint PCA of fused channels (0: keep all)

@@ -103,6 +103,9 @@ def test_stack_features_land_on_the_anatomy():
 
 def test_slice_step_and_axis_choice():
     assert choose_step(1.0, None) == 4 and choose_step(2.5, None) == 2 and choose_step(10.0, None) == 1 and choose_step(1.0, 5) == 5
+    # the slice budget: 120 anatomy slices at 2.5 mm need every 3rd, not every 2nd; a given step wins
+    assert choose_step(2.5, None, 120) == 3 and choose_step(2.5, None, 40) == 2 and choose_step(2.5, 2, 120) == 2
+    assert choose_step(1.0, None, 140) == 4
     iso = phantom(size=(30, 40, 50), spacing=(1, 1, 1))
     assert choose_axis(iso, "auto") == 0                 # fewest slices when isotropic
     assert choose_axis(iso, "y") == 1

@@ -26,13 +26,14 @@ from .tinyvit import build_litemedsam_encoder, prepare_for_inference
 
 log = logging.getLogger(__name__)
 
-#: Defaults measured with ``python -m SAMRegistrationLib.encoders.speed`` on 2 shared CPU cores
-#: (256x256, CPU ms per slice, peak RSS): batch 1/2/4/8 -> ~3100/3000/3350/3150 ms, 0.67/1.0/1.26/2.16 GB,
-#: so the time is flat and batch 2 keeps the peak near 1 GB; BN folding saves ~20 % (3880 -> 3030 ms,
-#: max |diff| 3e-6); channels_last saves another ~15 % (~2500-2600 ms) and does not raise the peak.
-#: bf16 autocast (-20 %, but max |diff| 0.045 on outputs of magnitude ~0.6) and torch.compile
-#: (-30 % but ~25 s of compilation per process) are available and off by default.
-DEFAULT_BATCH_SIZE = 2
+#: Defaults measured with ``python -m SAMRegistrationLib.encoders.speed`` on 2 CPU cores (256x256):
+#: batch 1 is the fastest (wall ms per slice, re-measured 2026-11-23 with alternating runs:
+#: b1 ~820-1000, b2 ~1000-1460, b4 ~1120-1250) and has the lowest peak (0.65 GB vs 0.83 for b2);
+#: BN folding saves ~20 % (max |diff| 3e-6); channels_last does not raise the peak. bf16 autocast
+#: (-30 %, but max |diff| 0.045 on outputs of magnitude ~0.6) and torch.compile (~-10 % against
+#: batch 1, but 41 s of compilation in a fresh process, 5 s with inductor's cache) are available
+#: and off by default.
+DEFAULT_BATCH_SIZE = 1
 
 
 class LiteMedSAMEncoder:
