@@ -96,6 +96,7 @@ class SAMRegistrationParameterNode:
     fixedNegativePoints: vtkMRMLMarkupsFiducialNode
     movingPositivePoints: vtkMRMLMarkupsFiducialNode
     movingNegativePoints: vtkMRMLMarkupsFiducialNode
+    autoPrompts: Annotated[int, WithinRange(0, 32)] = 0
     preset: str = "balanced"
     encoder: str = ""
     method: str = ""
@@ -345,7 +346,7 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 settings=widget_helpers.settingsFromParameters(parameters),
                 fixedPositivePoints=parameters.fixedPositivePoints, fixedNegativePoints=parameters.fixedNegativePoints,
                 movingPositivePoints=parameters.movingPositivePoints,
-                movingNegativePoints=parameters.movingNegativePoints,
+                movingNegativePoints=parameters.movingNegativePoints, autoPrompts=parameters.autoPrompts,
                 fixedSegmentation=parameters.fixedSegmentation, movingSegmentation=parameters.movingSegmentation,
                 outputDisplacementVolume=parameters.outputDisplacementVolume,
                 outputJacobianVolume=parameters.outputJacobianVolume,

@@ -164,6 +164,20 @@ def regions_on_grid(regions: dict, grid: Grid, affine: sitk.Transform) -> tuple[
     return torch.stack(fixed_masks), torch.stack(moving_masks)
 
 
+def click_landmarks(prompts: Optional[dict], grid: Grid, affine: sitk.Transform) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Structures clicked in both images -> ((N, 3) fixed, (N, 3) moving) working-grid voxel
+    positions (x, y, z); the moving click is taken through the affine's inverse, since the
+    moving features live on the working grid through the affine."""
+    from .prompts import click_pairs
+    pairs = click_pairs(prompts)
+    if not pairs:
+        return None
+    inverse = affine.GetInverse()
+    fixed = grid.world_to_index(np.array([f for _, f, _ in pairs]))
+    moving = grid.world_to_index(np.array([inverse.TransformPoint(tuple(float(c) for c in m)) for _, _, m in pairs]))
+    return torch.tensor(fixed, dtype=torch.float32), torch.tensor(moving, dtype=torch.float32)
+
+
 def check_memory(grid: Grid, channels: int) -> None:
     # two feature volumes, their pooled copies, Adam buffers and gradients, plus the output field
     need = grid.num_voxels * 4 * (channels * 6 + 40)
@@ -204,10 +218,6 @@ def register(inputs: RegistrationInputs, settings: Settings,
         torch.set_num_threads(int(settings.threads))
     encoder_factory = get_volume_encoder(settings.encoder)
     method = get_method(settings.method)
-
-    if inputs.auto_prompts:
-        raise InputError("automatic prompts (--auto-prompts) are not implemented yet; "
-                         "give clicks with --moving-prompts / --fixed-prompts")
 
     # ------------------------------------------------------------------ load
     with timer.stage("load"):
@@ -269,12 +279,19 @@ def register(inputs: RegistrationInputs, settings: Settings,
 
     # ------------------------------------------------------------------ prompts -> regions
     regions: dict[str, tuple[sitk.Image, list]] = {}
-    if inputs.prompts:
+    prompts, sampled = inputs.prompts, None
+    if inputs.auto_prompts:
+        from .prompting.auto import sample_prompts
+        sampled = sample_prompts(moving01, int(inputs.auto_prompts))
+        prompts = {"fixed": list((prompts or {}).get("fixed") or []),
+                   "moving": list((prompts or {}).get("moving") or []) + sampled}
+    if prompts:
         from .prompting.pairs import paired_regions
         with timer.stage("prompts"):
-            regions = paired_regions({"fixed": fixed01, "moving": moving01}, inputs.prompts, affine, settings, reporter)
+            regions = paired_regions({"fixed": fixed01, "moving": moving01}, prompts, affine, settings, reporter)
     elif settings.method == "promptreg":
-        raise InputError("the promptreg method needs point prompts (--moving-prompts and/or --fixed-prompts)")
+        raise InputError("the promptreg method needs point prompts (--moving-prompts and/or --fixed-prompts) "
+                         "or --auto-prompts K")
 
     # ------------------------------------------------------------------ optimise
     with timer.stage("optimise"):
@@ -285,8 +302,9 @@ def register(inputs: RegistrationInputs, settings: Settings,
                 settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing),
                 grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask))
             region_masks = regions_on_grid(regions, grid, affine) if regions else None
+            landmarks = click_landmarks(prompts, grid, affine)
             result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask,
-                            regions=region_masks)
+                            regions=region_masks, landmarks=landmarks)
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
                                 "use a coarser --spacing") from None
@@ -359,6 +377,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
                          "working_grid": {"size": list(grid.size), "spacing": list(grid.spacing)},
                          "affine": affine_report, "encoder": encoder_info,
                          "regions": {side: infos for side, (_, infos) in regions.items()},
+                         "auto_prompts": sampled,
                          "method": {**result.info, "lambda_effective": method_settings.lambda_reg,
                                     "grid_sp_adam": method_settings.grid_sp_adam,
                                     "anatomy_voxels": int(mask.sum())}},

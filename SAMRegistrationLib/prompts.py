@@ -101,3 +101,14 @@ def group_structures(points: list[dict], side: str = "image") -> list[Structure]
                       key=lambda s: min(np.linalg.norm(p - negative) for p in s.positive))
         nearest.negative.append(negative)
     return list(structures.values())
+
+
+def click_pairs(prompts: Optional[dict]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Structures clicked in both images: (label, mean fixed click, mean moving click), LPS mm.
+    Their clicks are landmark correspondences as well as prompts."""
+    if not prompts or not prompts.get("fixed") or not prompts.get("moving"):
+        return []
+    fixed = {s.label: s for s in group_structures(prompts["fixed"], "fixed")}
+    moving = {s.label: s for s in group_structures(prompts["moving"], "moving")}
+    return [(label, np.mean(fixed[label].positive, axis=0), np.mean(moving[label].positive, axis=0))
+            for label in fixed if label in moving]

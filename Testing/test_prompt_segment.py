@@ -120,6 +120,18 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     assert report["resolved"]["method"]["regions"] == 1
     assert report["metrics"]["dice_mean"] > report["metrics"]["initial"]["dice_mean"] + 0.1
 
+    # no clicks at all: --auto-prompts samples them in the moving image (the cache makes this cheap)
+    auto = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "auto",
+                                       fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
+                                       auto_prompts=2),
+                    Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), slice_step=1,
+                             iterations=20))
+    assert [p["label"] for p in auto["resolved"]["auto_prompts"]] == ["auto-1", "auto-2"]
+    for side in ("moving", "fixed"):
+        assert [r["label"] for r in auto["resolved"]["regions"][side]] == ["auto-1", "auto-2"]
+        assert (tmp_path / "auto" / f"{side}_regions.nii.gz").is_file()
+    assert auto["metrics"]["dice_mean"] > auto["metrics"]["initial"]["dice_mean"]
+
 
 def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, tmp_path):
     """PromptReg's inverse prompt: segmented in the moving image, the structure is found in the
@@ -142,3 +154,26 @@ def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, t
     dice = 2 * (region & blob).sum() / (region.sum() + blob.sum())
     print(f"\nfound again: click {np.round(match.click, 1)} (similarity {match.similarity:.2f}), Dice {dice:.3f}")
     assert dice > 0.75
+
+
+def test_a_found_region_must_lead_back_to_its_source(canvas_and_truth, decoder, tmp_path):
+    """Mutual check: the blob found in the shifted image leads back to the clicked blob; a
+    patch of plain body texture elsewhere does not."""
+    from phantom import translated
+    from SAMRegistrationLib.prompting.correspond import find_click
+    from SAMRegistrationLib.prompting.pairs import _matches_back
+    fixed01, fixed_canvas, blob, centre = canvas_and_truth
+    shift = np.array([8.0, -6.0, 6.0])
+    moving_canvas = slice_canvas(translated(fixed01, shift), Settings(cache_dir=str(tmp_path), slice_step=1))
+    segmenter = RegionSegmenter(decoder)
+    canvases = {"fixed": fixed_canvas, "moving": moving_canvas}
+    identity = {"fixed": sitk.Transform(), "moving": sitk.Transform()}
+    moving_mask, _ = segmenter.segment(moving_canvas, Structure("blob", [centre + shift]))
+    match = find_click(moving_canvas, moving_mask, fixed_canvas, sitk.Transform())
+    fixed_mask, _ = segmenter.segment(fixed_canvas, Structure("blob", [match.click]))
+    ok, distance = _matches_back(canvases, "fixed", fixed_mask, moving_mask, identity)
+    assert ok, distance
+    body = np.zeros_like(fixed_mask)                  # canvas layout (slice, row, column)
+    body[5:9, 150:180, 60:90] = True                  # body texture, away from the blob
+    ok, distance = _matches_back(canvases, "fixed", body, moving_mask, identity)
+    assert not ok and distance > 5.0, distance

@@ -53,3 +53,42 @@ def test_promptreg_without_regions_is_a_clear_error():
     features = torch.zeros(2, 8, 8, 8)
     with pytest.raises(InputError, match="needs point prompts"):
         promptreg.run(features, features, settings())
+
+
+def test_promptreg_whose_pairs_were_all_dropped_is_convexadam():
+    torch.manual_seed(1)
+    features = F.interpolate(torch.randn(1, 4, 5, 5, 5), size=(16, 16, 16), mode="trilinear")[0]
+    moving = torch.roll(features, 1, dims=1)
+    empty = torch.zeros(0, 16, 16, 16)
+    result = promptreg.run(features, moving, settings(iterations=5), regions=(empty, empty))
+    reference = convex_adam(features, moving, settings(iterations=5))
+    assert torch.allclose(result.displacement, reference.displacement)
+    assert result.info["regions_used"] == 0 and "no usable region pair" in result.info["note"]
+
+
+def test_click_pairs_pull_their_points_together():
+    """Nothing to register in the features; one landmark pair 3 voxels apart along y."""
+    torch.manual_seed(2)
+    features = F.interpolate(torch.randn(1, 4, 5, 5, 5), size=(20, 20, 20), mode="trilinear")[0]
+    fixed_point = torch.tensor([[10.0, 9.0, 10.0]])
+    moving_point = torch.tensor([[10.0, 12.0, 10.0]])
+    for factor in (1, 2):
+        result = promptreg.run(features, features.clone(), settings(grid_sp_adam=factor),
+                               landmarks=(fixed_point, moving_point))
+        carried = fixed_point + promptreg._sample_at(result.displacement, fixed_point).t()
+        before = float((fixed_point - moving_point).norm())
+        after = float((carried - moving_point).norm())
+        assert after < 0.5 * before, (factor, after)
+        assert result.info["landmark_pairs"] == 1
+
+
+def test_click_pairs_come_from_structures_clicked_in_both_images():
+    from SAMRegistrationLib.prompts import click_pairs
+    prompts = {"fixed": [{"position": [0, 0, 0], "positive": True, "label": "LV"},
+                         {"position": [2, 0, 0], "positive": True, "label": "LV"},
+                         {"position": [9, 9, 9], "positive": True, "label": "RV"}],
+               "moving": [{"position": [1, 1, 1], "positive": True, "label": "LV"},
+                          {"position": [5, 5, 5], "positive": False, "label": "LV"}]}
+    (label, fixed, moving), = click_pairs(prompts)
+    assert label == "LV" and fixed.tolist() == [1.0, 0.0, 0.0] and moving.tolist() == [1.0, 1.0, 1.0]
+    assert click_pairs({"fixed": [], "moving": prompts["moving"]}) == []

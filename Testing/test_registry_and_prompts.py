@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+import SimpleITK as sitk
+
 import pytest
 
 from SAMRegistrationLib import registry
@@ -56,11 +59,19 @@ def test_a_job_carries_its_prompts(tmp_path):
         load_job(tmp_path / "job.json")
 
 
-def test_automatic_prompts_are_refused_until_they_exist(tmp_path):
-    from SAMRegistrationLib.pipeline import RegistrationInputs, register
-    from SAMRegistrationLib.settings import Settings
+def test_automatic_prompts_spread_over_the_anatomy_and_repeat(tmp_path):
+    from SAMRegistrationLib.prompting.auto import sample_prompts
+    from SAMRegistrationLib.volume import normalise_intensity
     files = write_pair(tmp_path / "in", with_segs=False)
-    with pytest.raises(InputError, match="not implemented yet"):
-        register(RegistrationInputs(files["fixed"], files["moving"], tmp_path / "out", auto_prompts=3),
-                 Settings(encoder="mind"))
-    assert not (tmp_path / "out").exists()
+    image, _ = normalise_intensity(sitk.ReadImage(str(files["moving"])), "auto")
+    points = sample_prompts(image, 4)
+    assert [p["label"] for p in points] == ["auto-1", "auto-2", "auto-3", "auto-4"]
+    assert points == sample_prompts(image, 4)                      # seeded: the same clicks every run
+    xyz = np.array([p["position"] for p in points])
+    gaps = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)[np.triu_indices(4, 1)]
+    assert gaps.min() > 5.0                                         # spread, not bunched
+    values = [image.EvaluateAtPhysicalPoint(tuple(p), sitk.sitkLinear) for p in xyz]
+    assert min(values) > 0.02                                       # every click inside the anatomy
+    empty = sitk.Image(8, 8, 8, sitk.sitkFloat32)
+    with pytest.raises(InputError, match="no"):
+        sample_prompts(empty, 2)

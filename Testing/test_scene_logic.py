@@ -249,12 +249,14 @@ def test_markups_on_a_transformed_volume_arrive_at_the_right_lps_position(tmp_pa
     # through the logic into the job file, with the worker really started (then cancelled)
     other = load_volume(scene, tmp_path / "v.nrrd", "other")
     logic = SceneRegistrationLogic(scene, temporaryRoot=str(tmp_path))
-    logic.register(other, volume, settings=FAST, movingPositivePoints=points, waitForCompletion=False)
+    logic.register(other, volume, settings=FAST, movingPositivePoints=points, autoPrompts=3,
+                   waitForCompletion=False)
     job = json.loads((Path(logic.temporaryDirectory) / "job.json").read_text())
     logic.cancel()
     assert logic.waitForCompletion(timeout=60)
     assert np.abs(np.array([p["position"] for p in job["prompts"]["moving"]]) - lps).max() < 1e-4
     assert job["prompts"]["fixed"] == []
+    assert job["auto_prompts"] == 3
     # a point outside the volume is refused with a message naming it
     points.AddControlPoint(world[0] + np.array([0.0, 500.0, 0.0]), "far")
     with pytest.raises(PromptError, match="'far'.*outside"):

@@ -101,7 +101,7 @@ class SceneRegistrationLogic:
     def register(self, fixedVolume, movingVolume, outputTransform=None, outputVolume=None,
                  settings: Optional[dict] = None,
                  fixedPositivePoints=None, fixedNegativePoints=None,
-                 movingPositivePoints=None, movingNegativePoints=None,
+                 movingPositivePoints=None, movingNegativePoints=None, autoPrompts: int = 0,
                  fixedSegmentation=None, movingSegmentation=None,
                  outputDisplacementVolume=None, outputJacobianVolume=None,
                  keepTemporaryFiles: bool = False, waitForCompletion: bool = True,
@@ -113,7 +113,8 @@ class SceneRegistrationLogic:
 
         ``settings`` are engine settings (see ``SAMRegistrationLib.settings.Settings``; those
         left out keep the engine's defaults). Point lists are markups nodes whose placed points
-        become prompts. ``fixedSegmentation``/``movingSegmentation`` (segmentations, matched by
+        become prompts; ``autoPrompts`` > 0 adds that many automatically sampled clicks in the
+        moving volume. ``fixedSegmentation``/``movingSegmentation`` (segmentations, matched by
         segment name, or label map volumes) are used to score the result.
 
         With ``waitForCompletion`` (the default, for the Python console and batch scripts) the
@@ -135,7 +136,7 @@ class SceneRegistrationLogic:
                             movingPositivePoints, movingNegativePoints)
         tempDir = tempfile.mkdtemp(prefix="SAMRegistration-", dir=self.temporaryRoot)
         try:
-            jobPath = self._writeJob(tempDir, inputs, settings or {}, prompts)
+            jobPath = self._writeJob(tempDir, inputs, settings or {}, prompts, int(autoPrompts or 0))
         except BaseException:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
@@ -222,7 +223,8 @@ class SceneRegistrationLogic:
         except (InputError, TypeError) as exc:
             raise ValueError(str(exc)) from None
 
-    def _writeJob(self, tempDir: str, inputs: dict, settings: dict, prompts: Optional[dict]) -> str:
+    def _writeJob(self, tempDir: str, inputs: dict, settings: dict, prompts: Optional[dict],
+                  autoPrompts: int = 0) -> str:
         job: dict[str, Any] = {"fixed": nodes.writeVolume(inputs["fixed"], os.path.join(tempDir, "fixed.nrrd")),
                                "moving": nodes.writeVolume(inputs["moving"], os.path.join(tempDir, "moving.nrrd")),
                                "output_dir": os.path.join(tempDir, "out"), "settings": settings}
@@ -241,6 +243,8 @@ class SceneRegistrationLogic:
                                                   os.path.join(tempDir, "moving_seg.nrrd"), names)
         if prompts is not None:
             job["prompts"] = prompts
+        if autoPrompts > 0:
+            job["auto_prompts"] = autoPrompts
         path = os.path.join(tempDir, "job.json")
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=1)

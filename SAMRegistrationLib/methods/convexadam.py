@@ -323,6 +323,6 @@ def convex_adam(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=No
 
 @register_method("convexadam")
 def run(fixed: torch.Tensor, moving: torch.Tensor, settings, reporter=None,
-        mask: torch.Tensor | None = None, regions=None) -> ConvexAdamResult:
-    """``regions`` (prompt-derived region masks) are for methods that use them; ignored here."""
+        mask: torch.Tensor | None = None, regions=None, landmarks=None) -> ConvexAdamResult:
+    """``regions`` and ``landmarks`` (from prompts) are for methods that use them; ignored here."""
     return convex_adam(fixed, moving, settings, reporter, mask)

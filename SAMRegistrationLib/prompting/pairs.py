@@ -2,7 +2,9 @@
 
 A structure clicked in both images is segmented in each; one clicked in only one image is
 segmented there and found in the other by :func:`correspond.find_click` (PromptReg's inverse
-prompt with a physical prior and a soft-argmax), then segmented at the found click.
+prompt with a physical prior and a soft-argmax), then segmented at the found click. A found
+region must match back: searched for in the first image, it must land on the region it came
+from (mutual nearest neighbours at the region level), or the pair is left out.
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ def _unusable(found: dict, accepted: dict, canvases: dict) -> Optional[str]:
     for side, (mask, info) in found.items():
         if not mask.any():
             return f"no {side} region"
+        if info.get("not_mutual"):
+            return (f"the {side} region, searched for in the other image, does not lead back to the "
+                    f"clicked region ({info['matches_back_mm']:.0f} mm off)")
         if info.get("start_score", 1.0) < MIN_DECODER_SCORE:
             return f"the decoder is not confident of the {side} region ({info['start_score']:.2f})"
         for earlier in accepted[side]:
@@ -59,11 +64,27 @@ def _unusable(found: dict, accepted: dict, canvases: dict) -> Optional[str]:
     return None
 
 
+def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask: np.ndarray,
+                  to_other: dict) -> tuple[bool, float]:
+    """Whether the region found on ``side``, searched for in the other image, lands on the
+    region it was found from (within one embedding cell); and the distance in mm."""
+    other = "moving" if side == "fixed" else "fixed"
+    back = find_click(canvases[side], found_mask, canvases[other], to_other[other])
+    if back is None or not source_mask.any():
+        return False, float("inf")
+    voxels = canvases[other].grid.index_to_world(np.argwhere(source_mask)[:, ::-1].astype(float))
+    distance = float(np.linalg.norm(voxels - back.click, axis=1).min())
+    col, row = canvases[other].in_plane
+    cell = max(canvases[other].embedding_grid.spacing[col], canvases[other].embedding_grid.spacing[row])
+    return distance <= cell, distance
+
+
 def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.Transform, settings,
                    reporter=None) -> dict[str, tuple[sitk.Image, list[dict]]]:
     """``{"fixed": (labels, infos), "moving": (labels, infos)}``; label i + 1 is the i-th structure
     on both sides. ``affine`` maps fixed points to moving points."""
     say = reporter or (lambda *a, **k: None)
+    mutual = bool(settings.extra.get("prompt_mutual_check", True))
     clicked = {side: {s.label: s for s in group_structures(prompts.get(side) or [], side)}
                for side in SIDES if prompts.get(side)}
     order: list[str] = []
@@ -105,8 +126,14 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
                 continue
             mask, info = segmenter.segment(canvases[side], Structure(label, [match.click],
                                                                      half_size_mm=half_size_mm(canvases[other], source_mask)))
-            found[side] = (mask, dict(info, found_by="correspondence", similarity=round(match.similarity, 3),
-                                      click=[round(float(c), 2) for c in match.click]))
+            info = dict(info, found_by="correspondence", similarity=round(match.similarity, 3),
+                        click=[round(float(c), 2) for c in match.click])
+            if mutual and mask.any():
+                mutual_ok, distance = _matches_back(canvases, side, mask, source_mask, to_other)
+                info["matches_back_mm"] = round(distance, 1)
+                if not mutual_ok:
+                    info["not_mutual"] = True
+            found[side] = (mask, info)
         dropped = _unusable(found, masks, canvases)
         for side in SIDES:
             mask, info = found[side]
