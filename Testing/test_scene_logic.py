@@ -263,6 +263,56 @@ def test_markups_on_a_transformed_volume_arrive_at_the_right_lps_position(tmp_pa
         markupsToPrompts(points, volume, True, "moving")
 
 
+def test_prompt_regions_become_named_segments_on_their_volume(tmp_path):
+    """A region label image (label 2 dropped, as the pair checks do) -> one segment per
+    structure found, named after it, covering the same voxels."""
+    image = phantom(size=(24, 22, 16), direction=oblique_direction())
+    array = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+    array[4:9, 5:12, 6:14] = 1
+    array[10:14, 8:15, 3:9] = 3
+    regions = sitk.GetImageFromArray(array)
+    regions.CopyInformation(image)
+    sitk.WriteImage(regions, str(tmp_path / "moving_regions.nii.gz"))
+    scene = slicer.vtkMRMLScene()
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "regions")
+    count = nodes.readRegions(scene, str(tmp_path / "moving_regions.nii.gz"), node, ["RV", "Myo", "LV"])
+    assert count == 2
+    segmentation = node.GetSegmentation()
+    names = sorted(segmentation.GetNthSegment(i).GetName() for i in range(2))
+    assert names == ["LV", "RV"]
+    left = [scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes())]
+    assert sorted(left) == ["vtkMRMLSegmentationDisplayNode", "vtkMRMLSegmentationNode"], left   # no label map left
+    # back to a label map on the image's grid: the same voxels under the same labels
+    reference = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "reference")
+    nodes.readVolume(scene, str(tmp_path / "moving_regions.nii.gz"), reference)
+    exported = nodes.writeLabels(scene, node, reference, str(tmp_path / "back.nrrd"), ["RV", "LV"])
+    back = sitk.GetArrayFromImage(sitk.ReadImage(exported))
+    assert np.array_equal(back == 1, array == 1) and np.array_equal(back == 2, array == 3)
+
+
+def test_a_prompted_run_loads_the_regions_of_both_volumes(tmp_path):
+    """Automatic prompts through the logic: each volume gets a segmentation of its regions,
+    in its own frame (the moving one follows the moving volume through the result)."""
+    fixed = sitk.SmoothingRecursiveGaussian(phantom(size=(36, 32, 20)), 1.0)
+    sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
+    sitk.WriteImage(translated(fixed, (3.0, -2.0, 2.0)), str(tmp_path / "moving.nrrd"))
+    scene = slicer.vtkMRMLScene()
+    fixed_node = load_volume(scene, tmp_path / "fixed.nrrd", "fixed")
+    moving_node = load_volume(scene, tmp_path / "moving.nrrd", "moving")
+    logic = SceneRegistrationLogic(scene, temporaryRoot=str(tmp_path))
+    result = logic.register(fixed_node, moving_node, settings={**FAST, "method": "promptreg"}, autoPrompts=2)
+    assert set(result.regionSegmentationNodes) == {"fixed", "moving"}
+    for side, volume in (("fixed", fixed_node), ("moving", moving_node)):
+        node = result.regionSegmentationNodes[side]
+        assert node.GetName() == f"{volume.GetName()}-regions"
+        assert node.GetTransformNodeID() == volume.GetTransformNodeID()
+        segmentation = node.GetSegmentation()
+        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        assert names <= {"auto-1", "auto-2"}
+    assert moving_node.GetTransformNodeID() == result.transformNode.GetID()
+    assert len(result.report["resolved"]["auto_prompts"]) == 2
+
+
 # ----------------------------------------------------------------------------- cancel and errors
 def test_cancel_mid_run_leaves_no_new_nodes_and_no_temporary_folder(tmp_path):
     scene = slicer.vtkMRMLScene()

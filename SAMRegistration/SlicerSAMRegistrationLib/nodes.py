@@ -111,6 +111,29 @@ def readVolume(scene, path: str, volumeNode) -> None:
         volumeNode.CreateDefaultDisplayNodes()
 
 
+def readRegions(scene, path: str, segmentationNode, segmentNames: list[str]) -> int:
+    """Load a region label image (label i + 1 = ``segmentNames[i]``) into ``segmentationNode``,
+    one segment per label present, named after its structure. Returns the number of segments."""
+    from slicer import vtkSlicerSegmentationsModuleLogic
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SAMRegistration-regions")
+    try:
+        readVolume(scene, path, labelmap)
+        if not vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentationNode):
+            raise NodeIOError(f"could not import the regions {path} as a segmentation")
+    finally:
+        for display in [labelmap.GetDisplayNode()]:
+            if display is not None:
+                scene.RemoveNode(display)
+        scene.RemoveNode(labelmap)
+    segmentation = segmentationNode.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        label = segment.GetLabelValue()
+        if 1 <= label <= len(segmentNames):
+            segment.SetName(str(segmentNames[label - 1]))
+    return segmentation.GetNumberOfSegments()
+
+
 def displacementVolume(scene, transformNode, referenceVolume, outputVolume) -> None:
     """Fill ``outputVolume`` from the transform on ``referenceVolume``'s grid: RAS displacement
     vectors for a vector volume, their magnitude (mm) for a scalar volume."""

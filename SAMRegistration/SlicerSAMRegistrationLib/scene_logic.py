@@ -43,6 +43,7 @@ class RegistrationResult:
     warpedVolumeNode: Any = None
     displacementVolumeNode: Any = None
     jacobianVolumeNode: Any = None
+    regionSegmentationNodes: dict = field(default_factory=dict)   # "fixed"/"moving" -> prompt regions
     metrics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     outputDir: Optional[str] = None          # the worker's outputs, when temporary files are kept
@@ -312,6 +313,23 @@ class SceneRegistrationLogic:
         created.append(node)
         return node
 
+    def _loadRegions(self, out: str, report: dict, inputs: dict, created: list, result: RegistrationResult) -> None:
+        """Prompt regions (when prompts were given) become segmentations of their own volume,
+        each under that volume's parent transform, so the moving regions follow the moving
+        volume (through the registration when no output volume was asked for)."""
+        regions = (report.get("resolved") or {}).get("regions") or {}
+        for side in ("fixed", "moving"):
+            path = os.path.join(out, f"{side}_regions.nii.gz")
+            if not regions.get(side) or not os.path.isfile(path):
+                continue
+            volume = inputs[side]
+            node = self._newNode("vtkMRMLSegmentationNode", f"{volume.GetName()}-regions", created)
+            names = [str(info.get("label")) for info in regions[side]]
+            nodes.readRegions(self.scene, path, node, names)
+            node.CreateDefaultDisplayNodes()
+            node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
+            result.regionSegmentationNodes[side] = node
+
     def _loadResults(self, run: _Run) -> RegistrationResult:
         inputs = run.inputs
         fixed, moving = inputs["fixed"], inputs["moving"]
@@ -344,6 +362,7 @@ class SceneRegistrationLogic:
                 nodes.readVolume(self.scene, os.path.join(out, "jacobian.nii.gz"), inputs["jacobian"])
                 inputs["jacobian"].SetAndObserveTransformNodeID(fixedFrame)
                 result.jacobianVolumeNode = inputs["jacobian"]
+            self._loadRegions(out, report, inputs, created, result)
             return result
         except BaseException:
             for node in created:
