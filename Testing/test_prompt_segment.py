@@ -177,3 +177,27 @@ def test_a_found_region_must_lead_back_to_its_source(canvas_and_truth, decoder, 
     body[5:9, 150:180, 60:90] = True                  # body texture, away from the blob
     ok, distance = _matches_back(canvases, "fixed", body, moving_mask, identity)
     assert not ok and distance > 5.0, distance
+
+
+def test_clicks_on_several_slices_all_count(canvas_and_truth, decoder):
+    """Two clicks on different slices: decoding starts on the first click's slice, the region
+    spans both clicked slices and still ends where the structure ends."""
+    image01, canvas, blob, centre = canvas_and_truth
+    low = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, FIRST + 2.0)))
+    high = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, LAST - 2.0)))
+    mask, info = RegionSegmenter(decoder).segment(canvas, Structure("blob", [low, high]))
+    assert info["start_slice"] == canvas.locate(low)[0]
+    first, last = info["slices"]
+    assert first <= canvas.locate(low)[0] and last >= canvas.locate(high)[0]
+    assert FIRST - 1 <= first and last <= LAST + 1, info["slices"]
+
+
+def test_hausdorff_discrepancy_names_the_leak_and_the_miss():
+    from SAMRegistrationLib.prompting.pairs import hausdorff_discrepancy
+    grid = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0), np.arange(3.0), indexing="ij"), -1).reshape(-1, 3)
+    leak = np.array([[40.0, 5.0, 1.0]])                  # the found region reaches far beyond the source
+    to_found, to_source, _, leaked = hausdorff_discrepancy(grid, np.vstack([grid, leak]))
+    assert to_found == 0.0 and to_source == pytest.approx(31.0) and leaked.tolist() == leak[0].tolist()
+    half = grid[grid[:, 0] < 5]                          # the found region misses half the source
+    to_found, to_source, missed, _ = hausdorff_discrepancy(grid, half)
+    assert to_source == 0.0 and to_found == pytest.approx(5.0) and missed[0] == 9.0

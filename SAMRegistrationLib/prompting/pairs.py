@@ -28,6 +28,11 @@ MIN_DECODER_SCORE = 0.5
 MAX_SHARED_FRACTION = 0.5
 #: corresponding regions of one structure have comparable volumes (ED/ES hearts differ ~2x)
 MAX_VOLUME_RATIO = 3.0
+#: auxiliary prompts (seed 002, Eq. 2): added while the two directed Hausdorff distances of a
+#: pair differ by more than this (the paper's sigma = 20), at most this many times
+AUXILIARY_SIGMA_MM = 20.0
+AUXILIARY_ROUNDS = 3
+HAUSDORFF_POINTS = 4000
 
 
 def half_size_mm(canvas: SliceCanvas, mask: np.ndarray) -> float:
@@ -64,6 +69,56 @@ def _unusable(found: dict, accepted: dict, canvases: dict) -> Optional[str]:
     return None
 
 
+def _world_points(canvas: SliceCanvas, mask: np.ndarray, limit: int = HAUSDORFF_POINTS) -> np.ndarray:
+    """LPS positions of (at most ``limit``, evenly strided) voxels of a canvas mask."""
+    zyx = np.argwhere(mask)
+    if len(zyx) > limit:
+        zyx = zyx[:: int(np.ceil(len(zyx) / limit))]
+    return canvas.grid.index_to_world(zyx[:, ::-1].astype(float))
+
+
+def hausdorff_discrepancy(source: np.ndarray, found: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Directed Hausdorff distances between two point sets in one frame: (source -> found,
+    found -> source, the source point farthest from ``found``, the found point farthest from
+    ``source``)."""
+    from scipy.spatial import cKDTree
+    to_found, _ = cKDTree(found).query(source)
+    to_source, _ = cKDTree(source).query(found)
+    return (float(to_found.max()), float(to_source.max()), source[int(np.argmax(to_found))],
+            found[int(np.argmax(to_source))])
+
+
+def auxiliary_prompts(segmenter: RegionSegmenter, canvases: dict, side: str, structure: Structure,
+                      mask: np.ndarray, info: dict, source_mask: np.ndarray, to_other: dict,
+                      sigma_mm: float = AUXILIARY_SIGMA_MM, rounds: int = AUXILIARY_ROUNDS) -> tuple[np.ndarray, dict]:
+    """PromptReg's auxiliary prompts for a region found on ``side`` from ``source_mask``: while
+    the pair's directed Hausdorff distances differ by more than ``sigma_mm``, a part of the
+    found region far from the source (a leak) gets a negative click, or a part of the source
+    that the found region misses gets a positive click, and the region is segmented again.
+    The source is carried into ``side``'s frame by the affine (the registration's prior)."""
+    other = "moving" if side == "fixed" else "fixed"
+    carry = to_other[other]                                 # other -> side points
+    source = np.array([carry.TransformPoint(tuple(float(c) for c in p))
+                       for p in _world_points(canvases[other], source_mask)])
+    added = []
+    for _ in range(rounds):
+        if not mask.any():
+            break
+        to_found, to_source, missed, leaked = hausdorff_discrepancy(source, _world_points(canvases[side], mask))
+        if abs(to_found - to_source) <= sigma_mm:
+            break
+        if to_source > to_found:
+            structure.negative.append(leaked)
+            added.append(("negative", [round(float(c), 1) for c in leaked]))
+        else:
+            structure.positive.append(missed)
+            added.append(("positive", [round(float(c), 1) for c in missed]))
+        mask, info = segmenter.segment(canvases[side], structure)
+    if added:
+        info = dict(info, auxiliary_prompts=added)
+    return mask, info
+
+
 def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask: np.ndarray,
                   to_other: dict) -> tuple[bool, float]:
     """Whether the region found on ``side``, searched for in the other image, lands on the
@@ -85,6 +140,7 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
     on both sides. ``affine`` maps fixed points to moving points."""
     say = reporter or (lambda *a, **k: None)
     mutual = bool(settings.extra.get("prompt_mutual_check", True))
+    auxiliary = bool(settings.extra.get("prompt_auxiliary", False))
     clicked = {side: {s.label: s for s in group_structures(prompts.get(side) or [], side)}
                for side in SIDES if prompts.get(side)}
     order: list[str] = []
@@ -124,8 +180,10 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
                 empty = np.zeros(tuple(reversed(canvases[side].grid.size)), bool)
                 found[side] = (empty, {"label": label, "found_by": "correspondence", "slices": None})
                 continue
-            mask, info = segmenter.segment(canvases[side], Structure(label, [match.click],
-                                                                     half_size_mm=half_size_mm(canvases[other], source_mask)))
+            structure = Structure(label, [match.click], half_size_mm=half_size_mm(canvases[other], source_mask))
+            mask, info = segmenter.segment(canvases[side], structure)
+            if auxiliary:
+                mask, info = auxiliary_prompts(segmenter, canvases, side, structure, mask, info, source_mask, to_other)
             info = dict(info, found_by="correspondence", similarity=round(match.similarity, 3),
                         click=[round(float(c), 2) for c in match.click])
             if mutual and mask.any():

@@ -170,6 +170,21 @@ class RegionSegmenter:
             return Decoded(torch.full([4 * n for n in embedding.shape[-2:]], -1.0), 0.0)
         return best
 
+    def _next(self, canvas: SliceCanvas, structure: Structure, index: int, previous: torch.Tensor,
+              has_clicks: bool) -> Decoded:
+        """A propagated slice, prompted by the box of its neighbour's mask and, where it has
+        clicks of its own, by those too (the box grown to hold its positive clicks)."""
+        embedding = canvas.embedding(index)
+        box = _box(previous, self.box_margin)
+        points, labels = self._clicks_on(canvas, structure, index) if has_clicks else (None, None)
+        if points is None:
+            return self.decoder.decode(embedding, box=box)
+        positive = points[labels == 1]
+        if len(positive):
+            box = torch.cat([torch.minimum(box[:2], positive.min(0).values - self.box_margin),
+                             torch.maximum(box[2:], positive.max(0).values + self.box_margin)])
+        return self.decoder.decode(embedding, points, labels, box=box)
+
     def segment(self, canvas: SliceCanvas, structure: Structure) -> tuple[np.ndarray, dict]:
         """(D, H, W) bool mask on the canvas lattice (tensor layout) and propagation facts."""
         if not structure.positive:
@@ -178,7 +193,8 @@ class RegionSegmenter:
         inside = [s for s in starts if 0 <= s < canvas.count]
         if not inside:
             raise InputError(f"the clicks of structure {structure.label!r} lie outside the encoded slices")
-        start = int(np.median(inside))
+        start = inside[0]               # the first (primary) click's slice; further clicks refine
+        clicked = {canvas.locate(p)[0] for p in structure.positive + structure.negative}
         masks: dict[int, torch.Tensor] = {}
         first = self._first(canvas, structure, start)
         masks[start] = first.logits > 0
@@ -187,7 +203,7 @@ class RegionSegmenter:
         for direction in (-1, 1):
             previous, index = masks[start], start + direction
             while 0 <= index < canvas.count and bool(previous.any()):
-                decoded = self.decoder.decode(canvas.embedding(index), box=_box(previous, self.box_margin))
+                decoded = self._next(canvas, structure, index, previous, index in clicked)
                 mask = decoded.logits > 0
                 area = int(mask.sum())
                 overlap = int((mask & previous).sum()) / max(area, 1)
