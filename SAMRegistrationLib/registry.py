@@ -14,7 +14,9 @@ from .errors import InputError
 SLICE_ENCODERS: Dict[str, Callable] = {}
 #: volume feature extractors: name -> factory(settings) -> VolumeEncoder
 VOLUME_ENCODERS: Dict[str, Callable] = {}
-#: registration methods: name -> run function
+#: registration methods: name -> run(fixed, moving, settings, reporter=None, mask=None,
+#: regions=None, landmarks=None) -> ConvexAdamResult-like (``displacement``, ``info``); features
+#: are (C, D, H, W) on the working grid, ``regions``/``landmarks`` come from point prompts
 METHODS: Dict[str, Callable] = {}
 
 _BUILTIN_MODULES = (
