@@ -69,10 +69,10 @@ def _unusable(found: dict, accepted: dict, canvases: dict) -> Optional[str]:
     return None
 
 
-def _world_points(canvas: SliceCanvas, mask: np.ndarray, limit: int = HAUSDORFF_POINTS) -> np.ndarray:
-    """LPS positions of (at most ``limit``, evenly strided) voxels of a canvas mask."""
+def _world_points(canvas: SliceCanvas, mask: np.ndarray, limit: Optional[int] = HAUSDORFF_POINTS) -> np.ndarray:
+    """LPS positions of the voxels of a canvas mask (at most ``limit``, evenly strided)."""
     zyx = np.argwhere(mask)
-    if len(zyx) > limit:
+    if limit and len(zyx) > limit:
         zyx = zyx[:: int(np.ceil(len(zyx) / limit))]
     return canvas.grid.index_to_world(zyx[:, ::-1].astype(float))
 
@@ -127,7 +127,7 @@ def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask
     back = find_click(canvases[side], found_mask, canvases[other], to_other[other])
     if back is None or not source_mask.any():
         return False, float("inf")
-    voxels = canvases[other].grid.index_to_world(np.argwhere(source_mask)[:, ::-1].astype(float))
+    voxels = _world_points(canvases[other], source_mask, limit=None)
     distance = float(np.linalg.norm(voxels - back.click, axis=1).min())
     col, row = canvases[other].in_plane
     cell = max(canvases[other].embedding_grid.spacing[col], canvases[other].embedding_grid.spacing[row])
