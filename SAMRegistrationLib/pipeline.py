@@ -131,12 +131,20 @@ def default_spacing(fixed01: sitk.Image) -> float:
 
 
 ADAM_VOXEL_BUDGET = 1.0e6      # anatomy voxels the Adam stage evaluates at full working resolution
+ADAM_TARGET_SPACING_MM = 2.0   # the Adam field needs no finer grid than about this
 
 
-def adam_grid_factor(mask: torch.Tensor) -> int:
-    """1 while the anatomy fits the budget, else 2 (measured on acdc067: Dice 0.859 vs 0.862 and
-    5x faster; lung TRE 1.45 vs 1.43 mm; the brain, 0.8 M anatomy voxels, stays at 1)."""
-    return 1 if int(mask.sum()) <= ADAM_VOXEL_BUDGET else 2
+def adam_grid_factor(mask: torch.Tensor, spacing: float) -> int:
+    """Working voxels per Adam-grid voxel: the integer that brings the Adam grid nearest
+    ``ADAM_TARGET_SPACING_MM`` (1 at the brain's 1.5 mm, 2 at 1 mm), and at least 2 while the
+    anatomy exceeds the voxel budget.
+
+    Measured: spine at 1 mm, Adam grid 2 mm vs 1 mm: Dice 0.903 vs 0.892 (MIND), fewer folds
+    to repair (2.6 % vs 5.0 % before repair) and 2.5x faster; acdc067 over budget: 0.859 vs
+    0.862 and 5x faster; lung TRE 1.45 vs 1.43 mm.
+    """
+    factor = max(1, int(round(ADAM_TARGET_SPACING_MM / spacing)))
+    return factor if int(mask.sum()) <= ADAM_VOXEL_BUDGET else max(factor, 2)
 
 
 def effective_lambda(lambda_reg: float, spacing: float) -> float:
@@ -300,7 +308,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
             mask = anatomy_mask(fixed01, moving01, grid, affine).to(device)
             method_settings = dataclasses.replace(
                 settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing),
-                grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask))
+                grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask, spacing))
             region_masks = regions_on_grid(regions, grid, affine) if regions else None
             landmarks = click_landmarks(prompts, grid, affine)
             result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask,

@@ -25,6 +25,7 @@ _BUILTIN_MODULES = (
     "SAMRegistrationLib.encoders.mind",
     "SAMRegistrationLib.encoders.slicewise",
     "SAMRegistrationLib.encoders.fusion",
+    "SAMRegistrationLib.encoders.auto",
     "SAMRegistrationLib.methods.convexadam",
     "SAMRegistrationLib.methods.promptreg",
 )
@@ -32,7 +33,7 @@ _loaded = False
 
 #: names the built-in modules register, listed without importing them (torch may not be
 #: installed yet where a GUI fills its menus); a test keeps these equal to the registries
-BUILTIN_ENCODER_NAMES = ("litemedsam", "litemedsam+mind", "medsam-vit-b", "mind",
+BUILTIN_ENCODER_NAMES = ("auto", "litemedsam", "litemedsam+mind", "medsam-vit-b", "mind",
                          "sam-vit-b", "sam-vit-h", "sam-vit-l")
 BUILTIN_METHOD_NAMES = ("convexadam", "promptreg")
 

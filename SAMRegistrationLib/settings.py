@@ -11,7 +11,7 @@ from .errors import InputError
 @dataclass
 class Settings:
     # what to run
-    encoder: str = "litemedsam+mind"     # LiteMedSAM fused with MIND-SSC (measured best; see README)
+    encoder: str = "auto"                # LiteMedSAM fused with MIND-SSC, MIND alone across contrasts (README)
     method: str = "convexadam"
     device: str = "auto"                 # auto | cpu | cuda
     checkpoint: Optional[str] = None     # SAM ViT checkpoints (litemedsam ships its own)
@@ -31,7 +31,7 @@ class Settings:
     # convexadam optimiser (units: working-grid voxels unless stated)
     grid_sp: int = 3                     # convex-stage grid, in working voxels
     disp_hw: int = 4                     # convex search half-width, in convex-grid voxels
-    grid_sp_adam: Optional[int] = None   # Adam field grid in working voxels; None = 1, or 2 above a voxel budget
+    grid_sp_adam: Optional[int] = None   # Adam field grid in working voxels; None = nearest 2 mm (>= 2 above a budget)
     lambda_reg: float = 0.3              # diffusion regularisation weight (at 1.5 mm; scaled on finer grids)
     iterations: int = 50
     learning_rate: float = 1.0

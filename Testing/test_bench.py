@@ -34,8 +34,8 @@ def test_method_ids_parse_and_groups_resolve():
     assert list(known)[0] == "identity" and set(PEERS) <= set(known)
     assert resolve_methods(["peers"]) == ["identity", *PEERS]
     # a warm run brings its cold run along, before it
-    warm = resolve_methods(["samreg/convexadam/litemedsam+mind@warm"])
-    assert warm == ["identity", "samreg/convexadam/litemedsam+mind", "samreg/convexadam/litemedsam+mind@warm"]
+    warm = resolve_methods(["samreg/convexadam/auto@warm"])         # the default is re-run warm
+    assert warm == ["identity", "samreg/convexadam/auto", "samreg/convexadam/auto@warm"]
     assert resolve_methods(["mind"]) == ["identity", "samreg/convexadam/mind"]
     with pytest.raises(InputError, match="unknown benchmark method 'nosuch'"):
         resolve_methods(["nosuch"])

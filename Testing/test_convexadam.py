@@ -119,3 +119,17 @@ def test_adam_stage_gradient_equals_grid_sample_autograd():
     init = torch.randn(1, 3, 9, 10, 11) * 0.5         # pushes some points past the border
     ours = ca.adam_refine(fixed, moving, init, 4, 0.3, 0.5)
     assert torch.allclose(ours, _adam_reference(fixed, moving, init, 4, 0.3, 0.5), atol=1e-4)
+
+
+def test_hand_written_adam_step_matches_torch_optim_adam():
+    torch.manual_seed(6)
+    ours = torch.randn(2, 3, 4)
+    theirs = ours.clone().requires_grad_(False)
+    reference = torch.optim.Adam([theirs], lr=0.3)
+    step = ca.AdamStep(ours, lr=0.3)
+    for _ in range(7):
+        grad = torch.randn(2, 3, 4) * 5
+        theirs.grad = grad.clone()
+        reference.step()
+        step.step(grad)
+    assert torch.allclose(ours, theirs, atol=1e-6)

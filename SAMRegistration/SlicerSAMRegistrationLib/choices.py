@@ -18,7 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRESETS: dict[str, dict[str, Any]] = {
     # MIND-SSC only: no foundation-model encoding, fewer Adam steps
     "fast": {"encoder": "mind", "iterations": 30, "ic_iterations": 5},
-    # the engine's measured defaults (LiteMedSAM fused with MIND-SSC)
+    # the engine's measured defaults (LiteMedSAM fused with MIND-SSC; MIND alone across contrasts)
     "balanced": {},
     # denser slice encoding and a longer instance optimisation
     "accurate": {"slice_step": 2, "iterations": 100},

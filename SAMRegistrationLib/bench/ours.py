@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from .cases import Case
 from .peers import PeerResult
 
-BENCH_ENCODERS = ("litemedsam", "mind", "litemedsam+mind")
+BENCH_ENCODERS = ("litemedsam", "mind", "litemedsam+mind", "auto")
 WARM = "@warm"
 
 
@@ -75,6 +75,9 @@ def run_ours(spec: OurMethod, case: Case, workdir: Path, threads: int, cache_dir
     field = sitk.ReadImage(str(out / "displacement.nrrd"), sitk.sitkVectorFloat64)
     note = "defaults" if not overrides else "settings " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     note += f"; {cache_state}" if cache_state else ""
+    choice = report.get("resolved", {}).get("encoder", {}).get("auto")
+    if choice:
+        note += f"; auto chose {choice['chosen']} (intensity correlation {choice['intensity_correlation']})"
     note += f"; registration = affine {timings.get('affine_s', 0):.1f} + encode {timings.get('encode_s', 0):.1f}" \
             f" + optimise {timings.get('optimise_s', 0):.1f} s"
     return PeerResult(field, seconds, note)

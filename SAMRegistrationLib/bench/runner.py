@@ -99,6 +99,7 @@ def method_available(method_id: str) -> Optional[str]:
 # ----------------------------------------------------------------------------- time estimates
 # seconds = a + b * fixed megavoxels, fitted to runs on a 2-core CPU (cold feature cache)
 _ESTIMATE = {"identity": (1, 0.2), "litemedsam": (35, 17), "mind": (12, 7), "litemedsam+mind": (40, 18),
+             "auto": (40, 18),
              "warm": (20, 11), "ants-syn": (6, 8), "elastix": (25, 3), "convexadam-mind": (8, 9)}
 
 

@@ -1,0 +1,70 @@
+"""The engine's automatic choices: the encoder from the contrasts, the Adam grid from the spacing."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from phantom import phantom, smooth_field, warped_by
+from SAMRegistrationLib.encoders import auto
+from SAMRegistrationLib.grid import Grid
+from SAMRegistrationLib.pipeline import ADAM_VOXEL_BUDGET, adam_grid_factor
+from SAMRegistrationLib.settings import Settings
+from SAMRegistrationLib.volume import normalise_intensity
+
+
+def _inverted(image: sitk.Image) -> sitk.Image:
+    """Same anatomy, contrast reversed inside the body (bright becomes dark), like T1 vs T2."""
+    array = sitk.GetArrayFromImage(image)
+    out = sitk.GetImageFromArray(np.where(array > 0, 1200.0 - array, 0.0).astype(np.float32))
+    out.CopyInformation(image)
+    return out
+
+
+def _pair(moving: sitk.Image, fixed: sitk.Image):
+    fixed01, _ = normalise_intensity(fixed, "mr")
+    moving01, _ = normalise_intensity(moving, "mr")
+    return fixed01, moving01, sitk.AffineTransform(3), Grid.from_image(fixed)
+
+
+def test_same_contrast_keeps_the_fusion_and_reversed_contrast_takes_mind():
+    fixed = phantom(size=(40, 36, 30), spacing=(1.5, 1.5, 1.5))
+    deformed = warped_by(fixed, smooth_field(fixed, amplitude_mm=2.0))
+    gamma = sitk.Pow(sitk.Cast(deformed, sitk.sitkFloat32) / 1000.0, 1.3) * 1000.0   # monotone change
+    same = auto.contrast_agreement(*_pair(gamma, fixed))
+    reversed_ = auto.contrast_agreement(*_pair(_inverted(deformed), fixed))
+    assert same > auto.SAME_CONTRAST_MIN and auto.choose_encoder(same) == auto.FUSED
+    assert reversed_ < 0 and auto.choose_encoder(reversed_) == auto.CROSS_CONTRAST
+
+
+def test_no_shared_anatomy_gives_no_verdict_and_keeps_the_fusion():
+    fixed = phantom(size=(30, 30, 20), spacing=(2.0, 2.0, 2.0))
+    fixed01, moving01, _, grid = _pair(fixed, fixed)
+    far = sitk.TranslationTransform(3, (500.0, 0.0, 0.0))      # the moving image lands outside
+    agreement = auto.contrast_agreement(fixed01, moving01, far, grid)
+    assert math.isnan(agreement)
+    assert auto.choose_encoder(agreement) == auto.FUSED
+
+
+def test_auto_encoder_returns_mind_features_for_reversed_contrast_and_says_why():
+    fixed = phantom(size=(36, 32, 24), spacing=(1.5, 1.5, 1.5))
+    fixed01, moving01, affine, grid = _pair(_inverted(fixed), fixed)
+    messages = []
+    encoder = auto.make_auto(Settings(use_cache=False))
+    f, m, info = encoder.features(fixed01, moving01, affine, grid, lambda *a: messages.append(a[2]))
+    assert info["auto"]["chosen"] == "mind" and info["auto"]["intensity_correlation"] < 0
+    assert f.shape == m.shape and f.shape[0] == 12 and tuple(f.shape[1:]) == tuple(reversed(grid.size))
+    assert any("different contrasts" in message for message in messages)
+
+
+def test_adam_grid_nearest_two_millimetres_and_coarser_over_budget():
+    small = torch.zeros(10, 10, 10, dtype=torch.bool)
+    assert adam_grid_factor(small, 1.5) == 1
+    assert adam_grid_factor(small, 1.0) == 2
+    assert adam_grid_factor(small, 0.5) == 4
+    assert adam_grid_factor(small, 3.0) == 1
+    large = torch.ones(int(ADAM_VOXEL_BUDGET) + 1, dtype=torch.bool)
+    assert adam_grid_factor(large, 1.5) == 2
+    assert adam_grid_factor(large, 0.5) == 4
