@@ -111,6 +111,36 @@ def test_slice_step_and_axis_choice():
     assert choose_axis(iso, "y") == 1
 
 
+class _PoolEncoder:
+    """A tiny slice encoder: block means and maxima (equivariant to flips and half turns),
+    times a column ramp when ``ramp`` (then it is not)."""
+    name, canvas, stride, channels, size_multiple, flexible_size, batch_size = "pool", 32, 4, 2, 4, False, 3
+
+    def __init__(self, ramp: bool = False) -> None:
+        self.ramp = ramp
+
+    def embed(self, slices: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([F.avg_pool2d(slices, 4), F.max_pool2d(slices, 4)], 1)
+        if self.ramp:
+            out = out * torch.linspace(0.5, 1.5, out.shape[-1])
+        return out
+
+
+def test_every_view_is_undone_on_the_embeddings():
+    """An encoder that commutes with flips and half turns gives the same stack through every
+    view (so each view's undoing is exact and in the right layout); one that does not, differs."""
+    from SAMRegistrationLib.encoders.slicewise import VIEWS, encode_stack
+    image, _ = normalise_intensity(phantom(size=(30, 26, 12), spacing=(1.5, 1.5, 3.0)))
+    plain = encode_stack(image, _PoolEncoder(), 2, 2)
+    for view in VIEWS:
+        seen = encode_stack(image, _PoolEncoder(), 2, 2, view=view)
+        assert seen.features.shape == plain.features.shape and torch.equal(seen.valid, plain.valid)
+        assert torch.allclose(seen.features.float(), plain.features.float(), atol=1e-3), view
+    ramp_plain = encode_stack(image, _PoolEncoder(ramp=True), 2, 2)
+    ramp_flipped = encode_stack(image, _PoolEncoder(ramp=True), 2, 2, view="flip-cols")
+    assert not torch.allclose(ramp_plain.features.float(), ramp_flipped.features.float(), atol=1e-2)
+
+
 def _random_stack(seed: int, basis: torch.Tensor) -> FeatureStack:
     g = torch.Generator().manual_seed(seed)
     codes = torch.randn(basis.shape[1], 6, 7, 8, generator=g)

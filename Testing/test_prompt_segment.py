@@ -133,18 +133,22 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     assert auto["metrics"]["dice_mean"] > auto["metrics"]["initial"]["dice_mean"]
 
 
-def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, tmp_path):
+@pytest.mark.parametrize("views", [(), ("flip-cols",)])
+def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, tmp_path, views):
     """PromptReg's inverse prompt: segmented in the moving image, the structure is found in the
-    fixed one (shifted by 8/-6/6 mm, no affine given) and segmented there."""
+    fixed one (shifted by 8/-6/6 mm, no affine given) and segmented there; also with the
+    similarity marginalised over a flipped view of both images' slices."""
     from phantom import translated
     from SAMRegistrationLib.prompting.correspond import find_click
     fixed01, fixed_canvas, blob, centre = canvas_and_truth
     shift = np.array([8.0, -6.0, 6.0])
     moving01 = translated(fixed01, shift)
-    moving_canvas = slice_canvas(moving01, Settings(cache_dir=str(tmp_path), slice_step=1))
+    settings = Settings(cache_dir=str(tmp_path), slice_step=1)
+    moving_canvas = slice_canvas(moving01, settings)
     segmenter = RegionSegmenter(decoder)
     moving_mask, _ = segmenter.segment(moving_canvas, Structure("blob", [centre + shift]))
-    match = find_click(moving_canvas, moving_mask, fixed_canvas, sitk.Transform())
+    pairs = [(slice_canvas(moving01, settings, view=v), slice_canvas(fixed01, settings, view=v)) for v in views]
+    match = find_click(moving_canvas, moving_mask, fixed_canvas, sitk.Transform(), views=pairs)
     index = np.round(fixed01.TransformPhysicalPointToContinuousIndex(tuple(match.click))).astype(int)
     assert blob[index[2], index[1], index[0]], f"the found click {match.click} is not inside the structure"
     from SAMRegistrationLib.prompting.pairs import half_size_mm
@@ -201,3 +205,12 @@ def test_hausdorff_discrepancy_names_the_leak_and_the_miss():
     half = grid[grid[:, 0] < 5]                          # the found region misses half the source
     to_found, to_source, missed, _ = hausdorff_discrepancy(grid, half)
     assert to_source == 0.0 and to_found == pytest.approx(5.0) and missed[0] == 9.0
+
+
+def test_prompt_views_are_checked_by_name():
+    from SAMRegistrationLib.prompting.pairs import marginalisation_views
+    assert marginalisation_views(Settings()) == ["flip-cols"]
+    assert marginalisation_views(Settings(extra={"prompt_views": []})) == []
+    assert marginalisation_views(Settings(extra={"prompt_views": ["flip-rows", "rot180"]})) == ["flip-rows", "rot180"]
+    with pytest.raises(InputError, match="unknown prompt view.*'mirror'.*flip-cols"):
+        marginalisation_views(Settings(extra={"prompt_views": ["mirror"]}))

@@ -146,14 +146,27 @@ def _embedding_grid(stack: Grid, axis: int, stride: int) -> Grid:
 
 
 # --------------------------------------------------------------------------- encoding
+#: exactly invertible transformations of a slice canvas (canvases need not be square): name -> (on the slices, undoing it on
+#: their embeddings); each gives another "view" of the same slice through the encoder, which
+#: is not equivariant to them (PromptReg marginalises its correspondences over such views)
+VIEWS = {
+    "identity": (lambda x: x, lambda e: e),
+    "flip-cols": (lambda x: x.flip(-1), lambda e: e.flip(-1)),
+    "flip-rows": (lambda x: x.flip(-2), lambda e: e.flip(-2)),
+    "rot180": (lambda x: x.flip(-2, -1), lambda e: e.flip(-2, -1)),
+}
+
+
 def encode_stack(image01: sitk.Image, encoder, axis: int, step: int, reporter=None,
-                 fraction=(0.0, 1.0)) -> FeatureStack:
-    """Embed every ``step``-th slice of ``image01`` along index ``axis``."""
+                 fraction=(0.0, 1.0), view: str = "identity") -> FeatureStack:
+    """Embed every ``step``-th slice of ``image01`` along index ``axis``, seen through ``view``
+    (the embeddings are always returned in the untransformed layout)."""
     target = stack_grid(image01, axis, step, encoder.canvas, encoder.size_multiple, encoder.flexible_size)
     array = sitk.GetArrayFromImage(_resample_stack(image01, target, axis))     # (z, y, x)
     array_axis = 2 - axis
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, array_axis, 0)))[:, None]  # (m, 1, r, c)
     count = slices.shape[0]
+    forward, undo = VIEWS[view]
     batch = max(1, getattr(encoder, "batch_size", 2))
     outputs = []
     for start in range(0, count, batch):
@@ -161,7 +174,7 @@ def encode_stack(image01: sitk.Image, encoder, axis: int, step: int, reporter=No
             done = start / count
             reporter("encode", fraction[0] + (fraction[1] - fraction[0]) * done,
                      f"{encoder.name}: slice {start + 1}/{count}")
-        outputs.append(encoder.embed(slices[start:start + batch]).to(torch.float16))
+        outputs.append(undo(encoder.embed(forward(slices[start:start + batch]).contiguous())).to(torch.float16))
     embedded = torch.cat(outputs)                                              # (m, C, r/s, c/s)
     s = encoder.stride
     valid = F.max_pool2d((slices > FOREGROUND).float(), s, s)[:, 0] > 0       # (m, r/s, c/s)
@@ -262,15 +275,16 @@ class SliceWiseEncoder:
         checkpoint = self.settings.checkpoint or "default"
         return f"{checkpoint}"
 
-    def stack(self, image01: sitk.Image, reporter, fraction) -> tuple[FeatureStack, dict]:
+    def stack(self, image01: sitk.Image, reporter, fraction, view: str = "identity") -> tuple[FeatureStack, dict]:
         axis = choose_axis(image01, self.settings.slice_axis)
         lo, hi = _foreground_box(image01)
         step = choose_step(image01.GetSpacing()[axis], self.settings.slice_step, int(hi[axis] - lo[axis]))
 
         def make():
-            return encode_stack(image01, self.model(), axis, step, reporter, fraction)
+            return encode_stack(image01, self.model(), axis, step, reporter, fraction, view)
 
-        stack, hit = cached_stack(image01, self.name, self.identity(), axis, step, self.settings, make)
+        identity = self.identity() + ("" if view == "identity" else f"|{view}")
+        stack, hit = cached_stack(image01, self.name, identity, axis, step, self.settings, make)
         info = {"axis": "xyz"[axis], "slice_step": step, "encoded_slices": stack.grid.size[axis],
                 "embedding_grid": list(stack.grid.size), "cache_hit": hit}
         return stack, info

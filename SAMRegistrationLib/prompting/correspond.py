@@ -11,11 +11,14 @@ cell of the other image. Improvements over the public code's single global argma
   weighted by exp(similarity / temperature), instead of one noisy argmax cell;
 * the prototype averages only cells wholly inside the region, and the click is the top cell
   nearest the soft centre, so it lies on the structure.
+* optionally (``views``) the similarity is averaged over flipped and rotated views of the
+  slices, each encoded anew: PromptReg's marginalisation over transformations, with exactly
+  invertible ones so that no resampling blurs the maps.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,32 +59,42 @@ def region_centroid(canvas: SliceCanvas, mask: np.ndarray) -> np.ndarray:
     return canvas.grid.index_to_world(index.mean(0))
 
 
+def similarity_map(source: SliceCanvas, source_mask: np.ndarray, target: SliceCanvas) -> torch.Tensor:
+    """Cosine of the region's prototype with every embedding cell of ``target``, each cell
+    scored by its in-plane 3x3 neighbourhood (favours the inside of a similar region over
+    isolated look-alike cells at its edges); the layout of ``target.embeddings[0]``."""
+    proto = prototype(source, source_mask)
+    channels = target.embeddings.shape[0]
+    embeddings = F.normalize(target.embeddings.float().reshape(channels, -1), dim=0)
+    similarity = (proto @ embeddings).reshape(target.embeddings.shape[1:])
+    kernel = [3, 3, 3]
+    kernel[2 - target.axis] = 1
+    return F.avg_pool3d(similarity[None, None], kernel, stride=1, padding=[k // 2 for k in kernel],
+                        count_include_pad=False)[0, 0]
+
+
 def find_click(source: SliceCanvas, source_mask: np.ndarray, target: SliceCanvas,
                target_to_source: sitk.Transform, search_radius_mm: float = 40.0, top_margin: float = 0.05,
-               temperature: float = 0.02) -> Optional[Match]:
+               temperature: float = 0.02, views: Sequence[tuple[SliceCanvas, SliceCanvas]] = ()) -> Optional[Match]:
     """Where in ``target`` the region ``source_mask`` (on ``source``'s canvas) most likely is.
 
     ``target_to_source`` maps target points to source points (the registration's affine when
     the target is the fixed image); its inverse places the region's centroid in the target.
+    ``views`` are (source, target) canvases of the same slices seen through other views
+    (flips, rotations; ``slicewise.VIEWS``): the similarity is averaged over them and the
+    plain one, marginalising the match over those transformations (PromptReg).
     """
     if not source_mask.any():
         return None
-    proto = prototype(source, source_mask)
     grid = target.embedding_grid
     points = grid.world_points(torch.float64).reshape(-1, 3).numpy()
     centre = np.asarray(target_to_source.GetInverse().TransformPoint(tuple(region_centroid(source, source_mask))))
     near = np.linalg.norm(points - centre, axis=1) <= search_radius_mm
     if not near.any():
         return None
-    channels = target.embeddings.shape[0]
-    embeddings = F.normalize(target.embeddings.float().reshape(channels, -1), dim=0)
-    similarity = (proto @ embeddings).reshape(target.embeddings.shape[1:])
-    # in-plane 3x3 mean: a cell scores by its neighbourhood, which favours the inside of a
-    # similar region over isolated look-alike cells at its edges
-    kernel = [3, 3, 3]
-    kernel[2 - target.axis] = 1
-    similarity = F.avg_pool3d(similarity[None, None], kernel, stride=1, padding=[k // 2 for k in kernel],
-                              count_include_pad=False)[0, 0].reshape(-1).numpy()
+    pairs = [(source, target), *views]
+    similarity = sum(similarity_map(s, source_mask, t) for s, t in pairs) / len(pairs)
+    similarity = similarity.reshape(-1).numpy()
     similarity[~near] = -np.inf
     best = float(similarity.max())
     top = similarity >= best - top_margin

@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..device import resolve_device
+from ..errors import InputError
 from ..prompts import group_structures
 from .correspond import find_click
 from .decoder import PromptDecoder
@@ -119,12 +120,18 @@ def auxiliary_prompts(segmenter: RegionSegmenter, canvases: dict, side: str, str
     return mask, info
 
 
+def _view_pairs(views: dict, source: str, target: str) -> list:
+    """(source, target) canvases of every extra view, for :func:`find_click`."""
+    return list(zip(views.get(source, []), views.get(target, [])))
+
+
 def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask: np.ndarray,
-                  to_other: dict) -> tuple[bool, float]:
+                  to_other: dict, views: Optional[dict] = None) -> tuple[bool, float]:
     """Whether the region found on ``side``, searched for in the other image, lands on the
     region it was found from (within one embedding cell); and the distance in mm."""
     other = "moving" if side == "fixed" else "fixed"
-    back = find_click(canvases[side], found_mask, canvases[other], to_other[other])
+    back = find_click(canvases[side], found_mask, canvases[other], to_other[other],
+                      views=_view_pairs(views or {}, side, other))
     if back is None or not source_mask.any():
         return False, float("inf")
     voxels = _world_points(canvases[other], source_mask, limit=None)
@@ -132,6 +139,24 @@ def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask
     col, row = canvases[other].in_plane
     cell = max(canvases[other].embedding_grid.spacing[col], canvases[other].embedding_grid.spacing[row])
     return distance <= cell, distance
+
+
+#: extra views the correspondences are averaged over by default (``extra.prompt_views``; [] for
+#: none). Measured with clicks: acdc067 0.897 -> 0.903; brain 0.698 -> 0.730, as the one pair
+#: that had passed, and hurt, now fails the checks. Each view is one more (cached) encoding
+#: of both images' slices.
+DEFAULT_PROMPT_VIEWS = ("flip-cols",)
+
+
+def marginalisation_views(settings) -> list[str]:
+    """The extra views (``extra.prompt_views``) the correspondences are averaged over."""
+    from ..encoders.slicewise import VIEWS
+    names = list(settings.extra.get("prompt_views", DEFAULT_PROMPT_VIEWS))
+    unknown = [n for n in names if n not in VIEWS or n == "identity"]
+    if unknown:
+        raise InputError(f"unknown prompt view(s) {', '.join(map(repr, unknown))}; choose from: "
+                         + ", ".join(n for n in VIEWS if n != "identity"))
+    return names
 
 
 def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.Transform, settings,
@@ -150,6 +175,11 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
     for side in SIDES:
         say("encode", 1.0, f"slice embeddings of the {side} image for its regions")
         canvases[side] = slice_canvas(images01[side], settings)
+    views: dict[str, list[SliceCanvas]] = {side: [] for side in SIDES}
+    for name in marginalisation_views(settings):
+        for side in SIDES:
+            say("encode", 1.0, f"slice embeddings of the {side} image, view {name}, for the correspondences")
+            views[side].append(slice_canvas(images01[side], settings, view=name))
     segmenter = RegionSegmenter(PromptDecoder(device=resolve_device(settings.device)))
     to_other = {"fixed": affine, "moving": affine.GetInverse()}       # maps points of side -> other side
     masks: dict[str, list] = {side: [] for side in SIDES}
@@ -175,7 +205,8 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
                 continue
             source_mask = found[other][0]
             # find_click wants target -> source points: the target is ``side``
-            match = find_click(canvases[other], source_mask, canvases[side], to_other[side])
+            match = find_click(canvases[other], source_mask, canvases[side], to_other[side],
+                               views=_view_pairs(views, other, side))
             if match is None:
                 empty = np.zeros(tuple(reversed(canvases[side].grid.size)), bool)
                 found[side] = (empty, {"label": label, "found_by": "correspondence", "slices": None})
@@ -187,7 +218,7 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
             info = dict(info, found_by="correspondence", similarity=round(match.similarity, 3),
                         click=[round(float(c), 2) for c in match.click])
             if mutual and mask.any():
-                mutual_ok, distance = _matches_back(canvases, side, mask, source_mask, to_other)
+                mutual_ok, distance = _matches_back(canvases, side, mask, source_mask, to_other, views)
                 info["matches_back_mm"] = round(distance, 1)
                 if not mutual_ok:
                     info["not_mutual"] = True

@@ -63,10 +63,12 @@ class SliceCanvas:
         return int(round(index[self.axis])), np.array([index[col], index[row]])
 
 
-def slice_canvas(image01: sitk.Image, settings, reporter=None, fraction=(0.0, 1.0)) -> SliceCanvas:
-    """The ``litemedsam`` slice lattice of ``image01`` (embeddings from the feature cache)."""
+def slice_canvas(image01: sitk.Image, settings, reporter=None, fraction=(0.0, 1.0),
+                 view: str = "identity") -> SliceCanvas:
+    """The ``litemedsam`` slice lattice of ``image01`` (embeddings from the feature cache),
+    its slices seen through ``view`` (see ``slicewise.VIEWS``)."""
     encoder = SliceWiseEncoder("litemedsam", settings)
-    stack, info = encoder.stack(image01, reporter or (lambda *a, **k: None), fraction)
+    stack, info = encoder.stack(image01, reporter or (lambda *a, **k: None), fraction, view)
     axis = "xyz".index(info["axis"])
     canvas = stack_grid(image01, axis, info["slice_step"], LiteMedSAMEncoder.canvas,
                         LiteMedSAMEncoder.size_multiple, LiteMedSAMEncoder.flexible_size)
