@@ -146,14 +146,39 @@ def _embedding_grid(stack: Grid, axis: int, stride: int) -> Grid:
 
 
 # --------------------------------------------------------------------------- encoding
-#: exactly invertible transformations of a slice canvas (canvases need not be square): name -> (on the slices, undoing it on
-#: their embeddings); each gives another "view" of the same slice through the encoder, which
-#: is not equivariant to them (PromptReg marginalises its correspondences over such views)
+ZOOM_OUT = 0.8      # scale of the ``zoom-out`` view
+
+
+def _zoom_out(slices: torch.Tensor) -> torch.Tensor:
+    """The slice shrunk by about ``ZOOM_OUT`` into the centre of the canvas, zeros around (an
+    even margin on each side, so the content stays centred)."""
+    h, w = slices.shape[-2:]
+    size = [n - 2 * int(round(n * (1 - ZOOM_OUT) / 2)) for n in (h, w)]
+    small = F.interpolate(slices, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.pad(small, [(w - size[1]) // 2] * 2 + [(h - size[0]) // 2] * 2)
+
+
+def _zoom_back(embeddings: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
+    """Embeddings of a zoomed-out canvas sampled where each original cell's content went."""
+    (h, w), (cells_h, cells_w) = canvas, embeddings.shape[-2:]
+    scale = [(n - 2 * int(round(n * (1 - ZOOM_OUT) / 2))) / n for n in (w, h)]      # (x, y)
+    ys = torch.linspace(-1 + 1 / cells_h, 1 - 1 / cells_h, cells_h) * scale[1]
+    xs = torch.linspace(-1 + 1 / cells_w, 1 - 1 / cells_w, cells_w) * scale[0]
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].expand(len(embeddings), -1, -1, -1)
+    return F.grid_sample(embeddings.float(), grid.to(embeddings.device), mode="bilinear", align_corners=False)
+
+
+#: transformations of a slice canvas (canvases need not be square): name -> (on the slices,
+#: undoing it on their embeddings given the canvas size); each gives another "view" of the
+#: same slice through the encoder, which is not equivariant to them (PromptReg marginalises its
+#: correspondences over such views). Flips and the half turn are undone exactly; the zoom by
+#: bilinear sampling of the embedding cells (every original cell lies inside the zoomed view)
 VIEWS = {
-    "identity": (lambda x: x, lambda e: e),
-    "flip-cols": (lambda x: x.flip(-1), lambda e: e.flip(-1)),
-    "flip-rows": (lambda x: x.flip(-2), lambda e: e.flip(-2)),
-    "rot180": (lambda x: x.flip(-2, -1), lambda e: e.flip(-2, -1)),
+    "identity": (lambda x: x, lambda e, canvas: e),
+    "flip-cols": (lambda x: x.flip(-1), lambda e, canvas: e.flip(-1)),
+    "flip-rows": (lambda x: x.flip(-2), lambda e, canvas: e.flip(-2)),
+    "rot180": (lambda x: x.flip(-2, -1), lambda e, canvas: e.flip(-2, -1)),
+    "zoom-out": (_zoom_out, _zoom_back),
 }
 
 
@@ -174,7 +199,8 @@ def encode_stack(image01: sitk.Image, encoder, axis: int, step: int, reporter=No
             done = start / count
             reporter("encode", fraction[0] + (fraction[1] - fraction[0]) * done,
                      f"{encoder.name}: slice {start + 1}/{count}")
-        outputs.append(undo(encoder.embed(forward(slices[start:start + batch]).contiguous())).to(torch.float16))
+        seen = encoder.embed(forward(slices[start:start + batch]).contiguous())
+        outputs.append(undo(seen, tuple(slices.shape[-2:])).to(torch.float16))
     embedded = torch.cat(outputs)                                              # (m, C, r/s, c/s)
     s = encoder.stride
     valid = F.max_pool2d((slices > FOREGROUND).float(), s, s)[:, 0] > 0       # (m, r/s, c/s)

@@ -11,9 +11,9 @@ cell of the other image. Improvements over the public code's single global argma
   weighted by exp(similarity / temperature), instead of one noisy argmax cell;
 * the prototype averages only cells wholly inside the region, and the click is the top cell
   nearest the soft centre, so it lies on the structure.
-* optionally (``views``) the similarity is averaged over flipped and rotated views of the
-  slices, each encoded anew: PromptReg's marginalisation over transformations, with exactly
-  invertible ones so that no resampling blurs the maps.
+* optionally (``views``) the similarity is averaged over flipped, half-turned or zoomed views
+  of the slices, each encoded anew: PromptReg's marginalisation over transformations, with
+  fixed ones (repeatable, cached) that map back onto the embedding cells.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def find_click(source: SliceCanvas, source_mask: np.ndarray, target: SliceCanvas
     ``target_to_source`` maps target points to source points (the registration's affine when
     the target is the fixed image); its inverse places the region's centroid in the target.
     ``views`` are (source, target) canvases of the same slices seen through other views
-    (flips, rotations; ``slicewise.VIEWS``): the similarity is averaged over them and the
+    (flips, a half turn, a zoom; ``slicewise.VIEWS``): the similarity is averaged over them and the
     plain one, marginalising the match over those transformations (PromptReg).
     """
     if not source_mask.any():
