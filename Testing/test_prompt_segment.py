@@ -211,6 +211,7 @@ def test_prompt_views_are_checked_by_name():
     from SAMRegistrationLib.prompting.pairs import marginalisation_views
     assert marginalisation_views(Settings()) == ["flip-cols"]
     assert marginalisation_views(Settings(extra={"prompt_views": []})) == []
+    assert marginalisation_views(Settings(extra={"prompt_views": "zoom-out"})) == ["zoom-out"]
     assert marginalisation_views(Settings(extra={"prompt_views": ["flip-rows", "rot180"]})) == ["flip-rows", "rot180"]
     with pytest.raises(InputError, match="unknown prompt view.*'mirror'.*flip-cols"):
         marginalisation_views(Settings(extra={"prompt_views": ["mirror"]}))

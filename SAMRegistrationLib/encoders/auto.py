@@ -4,9 +4,9 @@ when they do not.
 SAM-family embeddings describe what a slice looks like, so a T1 and a T2 image of the same
 anatomy get different features and the fusion is pulled towards wrong matches; MIND-SSC
 compares each voxel only with its own neighbours and is built for exactly that case.
-Measured (README, "Choosing the encoder"): on the spine T1w -> T2w pair LiteMedSAM alone
-lowers Dice below the initial overlap (0.66 vs 0.85), and MIND beats the fusion there (0.89
-vs 0.88) and on the brain pair with the moving contrast inverted (0.62 vs 0.60); on every
+Measured (README, "Why not always"): on the spine T1w -> T2w pair LiteMedSAM alone lowers
+Dice below the initial overlap (0.67 vs 0.85), and MIND beats the fusion there (0.903 vs
+0.890) and on the brain pair with the moving contrast inverted (0.624 vs 0.603); on every
 same-contrast case the fusion is the better one.
 
 Whether the contrasts agree is read from the intensities after the affine pre-alignment:
@@ -81,8 +81,12 @@ class AutoEncoder:
     def features(self, fixed01, moving01, affine, grid, reporter):
         agreement = contrast_agreement(fixed01, moving01, affine, grid)
         chosen = choose_encoder(agreement)
-        verdict = "same contrast" if chosen == FUSED else "different contrasts"
-        reporter("encode", 0.0, f"intensity correlation {agreement:.2f}: {verdict}, encoder {chosen}")
+        if math.isnan(agreement):
+            verdict = "too little shared anatomy to compare contrasts"
+        else:
+            verdict = f"intensity correlation {agreement:.2f}: " + \
+                ("same contrast" if chosen == FUSED else "different contrasts")
+        reporter("encode", 0.0, f"{verdict}, encoder {chosen}")
         fixed, moving, info = get_volume_encoder(chosen)(self.settings).features(
             fixed01, moving01, affine, grid, reporter)
         choice = {"chosen": chosen, "intensity_correlation": None if math.isnan(agreement) else round(agreement, 3),

@@ -149,11 +149,16 @@ def _embedding_grid(stack: Grid, axis: int, stride: int) -> Grid:
 ZOOM_OUT = 0.8      # scale of the ``zoom-out`` view
 
 
+def _zoomed_size(n: int) -> int:
+    """Pixels a canvas side of ``n`` shrinks to: about ``ZOOM_OUT`` n, with an even margin on
+    each side so that the content stays centred."""
+    return n - 2 * int(round(n * (1 - ZOOM_OUT) / 2))
+
+
 def _zoom_out(slices: torch.Tensor) -> torch.Tensor:
-    """The slice shrunk by about ``ZOOM_OUT`` into the centre of the canvas, zeros around (an
-    even margin on each side, so the content stays centred)."""
+    """The slice shrunk to :func:`_zoomed_size` in the centre of the canvas, zeros around."""
     h, w = slices.shape[-2:]
-    size = [n - 2 * int(round(n * (1 - ZOOM_OUT) / 2)) for n in (h, w)]
+    size = [_zoomed_size(h), _zoomed_size(w)]
     small = F.interpolate(slices, size=size, mode="bilinear", align_corners=False, antialias=True)
     return F.pad(small, [(w - size[1]) // 2] * 2 + [(h - size[0]) // 2] * 2)
 
@@ -161,7 +166,7 @@ def _zoom_out(slices: torch.Tensor) -> torch.Tensor:
 def _zoom_back(embeddings: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
     """Embeddings of a zoomed-out canvas sampled where each original cell's content went."""
     (h, w), (cells_h, cells_w) = canvas, embeddings.shape[-2:]
-    scale = [(n - 2 * int(round(n * (1 - ZOOM_OUT) / 2))) / n for n in (w, h)]      # (x, y)
+    scale = [_zoomed_size(n) / n for n in (w, h)]                                   # (x, y)
     ys = torch.linspace(-1 + 1 / cells_h, 1 - 1 / cells_h, cells_h) * scale[1]
     xs = torch.linspace(-1 + 1 / cells_w, 1 - 1 / cells_w, cells_w) * scale[0]
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].expand(len(embeddings), -1, -1, -1)

@@ -151,7 +151,8 @@ DEFAULT_PROMPT_VIEWS = ("flip-cols",)
 def marginalisation_views(settings) -> list[str]:
     """The extra views (``extra.prompt_views``) the correspondences are averaged over."""
     from ..encoders.slicewise import VIEWS
-    names = list(settings.extra.get("prompt_views", DEFAULT_PROMPT_VIEWS))
+    names = settings.extra.get("prompt_views", DEFAULT_PROMPT_VIEWS)
+    names = [names] if isinstance(names, str) else list(names)       # one view may be given bare
     unknown = [n for n in names if n not in VIEWS or n == "identity"]
     if unknown:
         raise InputError(f"unknown prompt view(s) {', '.join(map(repr, unknown))}; choose from: "
