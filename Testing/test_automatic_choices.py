@@ -1,4 +1,5 @@
-"""The engine's automatic choices: the encoder from the contrasts, the Adam grid from the spacing."""
+"""The engine's automatic choices: the encoder from the contrasts, the working spacing from the
+field of view, the Adam grid from the spacing."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import torch
 from phantom import phantom, smooth_field, warped_by
 from SAMRegistrationLib.encoders import auto
 from SAMRegistrationLib.grid import Grid
-from SAMRegistrationLib.pipeline import ADAM_VOXEL_BUDGET, adam_grid_factor
+from SAMRegistrationLib.pipeline import ADAM_VOXEL_BUDGET, adam_grid_factor, default_spacing
 from SAMRegistrationLib.settings import Settings
 from SAMRegistrationLib.volume import normalise_intensity
 
@@ -68,3 +69,21 @@ def test_adam_grid_nearest_two_millimetres_and_coarser_over_budget():
     large = torch.ones(int(ADAM_VOXEL_BUDGET) + 1, dtype=torch.bool)
     assert adam_grid_factor(large, 1.5) == 2
     assert adam_grid_factor(large, 0.5) == 4
+
+
+def _field_of_view(extent_mm, spacing=(1.0, 1.0, 5.0)) -> sitk.Image:
+    """A [0, 1] image whose whole box holds anatomy, ``extent_mm`` (x, y, z) wide."""
+    size = [int(round(e / s)) for e, s in zip(extent_mm, spacing)]
+    image = sitk.Image(size, sitk.sitkFloat32) + 0.5
+    image.SetSpacing(spacing)
+    return image
+
+
+def test_default_spacing_keeps_the_reference_and_goes_finer_only_on_small_fields_of_view():
+    assert default_spacing(_field_of_view((60, 60, 60))) == 1.0          # small: the native 1 mm
+    assert default_spacing(_field_of_view((140, 140, 140))) == 1.15      # finer than 1.5 within 1.8 M voxels
+    assert default_spacing(_field_of_view((160, 185, 205))) == 1.5       # brain-sized
+    assert default_spacing(_field_of_view((155, 215, 320))) == 1.5      # thorax: 1.5 mm up to 3.5 M voxels
+    assert default_spacing(_field_of_view((400, 400, 400))) == 2.63     # large: coarser to stay within 3.5 M
+    coarse = _field_of_view((200, 200, 100), spacing=(1.75, 1.75, 3.3))
+    assert default_spacing(coarse) == 1.75                              # never finer than the fixed voxels
