@@ -334,3 +334,25 @@ def test_register_help_lists_the_prompt_flags():
 def test_cli_auto_prompts_must_be_positive(register_with):
     result = register_with("--auto-prompts", "0")
     assert result.returncode == 2 and "--auto-prompts" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_centre_clicks_land_inside_each_label_even_a_ring():
+    from SAMRegistrationLib.prompting.from_labels import centre_clicks
+    seg = image()
+    z, y, x = np.meshgrid(*(np.arange(n) for n in (30, 40, 44)), indexing="ij")
+    r = np.hypot((x - 22) * 1.6, (y - 20) * 1.4)
+    slab = (z > 5) & (z < 24)
+    labels = np.zeros(r.shape, np.int32)
+    labels[slab & (r < 8)] = 1                       # a disc ...
+    labels[slab & (r >= 12) & (r < 20)] = 2          # ... inside a ring, like LV and myocardium
+    seg = sitk.GetImageFromArray(labels)
+    seg.CopyInformation(image())
+    clicks = centre_clicks(seg, [1, 2], {"1": "LV"})
+    assert [c["label"] for c in clicks] == ["LV", "2"] and all(c["positive"] for c in clicks)
+    for click, label in zip(clicks, (1, 2)):
+        index = seg.TransformPhysicalPointToIndex(click["position"])
+        assert seg[index] == label                   # inside, although the ring's centroid is not
+    disc = seg.TransformPhysicalPointToIndex(clicks[0]["position"])
+    assert abs(disc[0] - 22) <= 1 and abs(disc[1] - 20) <= 1 and 12 <= disc[2] <= 17
+    with pytest.raises(InputError, match="label 3 does not occur"):
+        centre_clicks(seg, [3])
