@@ -87,3 +87,16 @@ def test_default_spacing_keeps_the_reference_and_goes_finer_only_on_small_fields
     assert default_spacing(_field_of_view((400, 400, 400))) == 2.63     # large: coarser to stay within 3.5 M
     coarse = _field_of_view((200, 200, 100), spacing=(1.75, 1.75, 3.3))
     assert default_spacing(coarse) == 1.75                              # never finer than the fixed voxels
+
+
+def test_mind_is_computed_at_half_spacing_only_on_grids_within_its_budget():
+    from SAMRegistrationLib.encoders.mind import FINE_VOXEL_BUDGET, make_mind, mind_oversample
+    brain_sized = Grid.from_image(_field_of_view((160, 185, 205))).with_spacing(1.5)
+    thorax_sized = Grid.from_image(_field_of_view((155, 215, 320))).with_spacing(1.5)
+    assert brain_sized.num_voxels * 8 <= FINE_VOXEL_BUDGET < thorax_sized.num_voxels * 8
+    assert mind_oversample(brain_sized) == 2 and mind_oversample(thorax_sized) == 1
+    fixed = phantom(size=(30, 28, 24), spacing=(2.0, 2.0, 2.0))
+    fixed01, moving01, affine, grid = _pair(fixed, fixed)
+    for setting, expected in (({}, 2), ({"mind_oversample": 1}, 1)):
+        _, _, info = make_mind(Settings(extra=setting)).features(fixed01, moving01, affine, grid, lambda *a: None)
+        assert info["oversample"] == expected

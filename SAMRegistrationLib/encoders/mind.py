@@ -137,30 +137,47 @@ def mind_ssc(volume: torch.Tensor, radius: int = 1, dilation: int = 2, pool: int
     return torch.cat(pieces, dim=2)
 
 
+FINE_VOXEL_BUDGET = 16e6   # MIND-SSC is computed at half the working spacing while that grid stays this small
+
+
+def mind_oversample(grid: Grid) -> int:
+    """2 (MIND-SSC at half the working spacing) while that grid has at most ``FINE_VOXEL_BUDGET``
+    voxels, else 1 (on the working grid itself).
+
+    Measured: spine (1 mm working grid) 0.903 at 2 vs 0.892 at 1; on the 1.5 mm grids of lung
+    and acdc067 (over 3 M working voxels) 1 is both better and faster: lung TRE 1.33 vs 1.35 mm,
+    acdc067 0.863 vs 0.860, warm encoding 7 vs 14 s (acdc067); brain (1.8 M) stays at 2.
+    """
+    return 2 if grid.num_voxels * 8 <= FINE_VOXEL_BUDGET else 1
+
+
 class MindEncoder:
-    """MIND-SSC computed at half the working spacing and average-pooled onto the working grid."""
+    """MIND-SSC computed on a finer grid (see :func:`mind_oversample`) and average-pooled onto the
+    working grid."""
 
     name = "mind"
 
     def __init__(self, settings) -> None:
         self.radius = int(settings.extra.get("mind_radius", 1))
         self.dilation = int(settings.extra.get("mind_dilation", 2))
-        self.oversample = int(settings.extra.get("mind_oversample", 2))
+        self.oversample = settings.extra.get("mind_oversample")    # None: chosen per grid
 
-    def _on_grid(self, image: sitk.Image, grid: Grid, transform) -> torch.Tensor:
-        fine = grid.with_spacing(tuple(s / self.oversample for s in grid.spacing)) if self.oversample > 1 else grid
+    def _on_grid(self, image: sitk.Image, grid: Grid, transform, oversample: int) -> torch.Tensor:
+        fine = grid.with_spacing(tuple(s / oversample for s in grid.spacing)) if oversample > 1 else grid
         volume = image_on_grid(image, fine, transform)
-        feats = mind_ssc(volume, self.radius, self.dilation, pool=self.oversample)
+        feats = mind_ssc(volume, self.radius, self.dilation, pool=oversample)
         del volume
         return _fit(feats, grid.shape)[0]
 
     def features(self, fixed01, moving01, affine, grid: Grid, reporter) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        oversample = int(self.oversample) if self.oversample is not None else mind_oversample(grid)
         reporter("encode", 0.0, "MIND-SSC fixed")
-        fixed = self._on_grid(fixed01, grid, None)
+        fixed = self._on_grid(fixed01, grid, None, oversample)
         reporter("encode", 0.5, "MIND-SSC moving")
-        moving = self._on_grid(moving01, grid, affine)
+        moving = self._on_grid(moving01, grid, affine, oversample)
         reporter("encode", 1.0, "MIND-SSC done")
-        return fixed, moving, {"channels": 12, "radius": self.radius, "dilation": self.dilation}
+        return fixed, moving, {"channels": 12, "radius": self.radius, "dilation": self.dilation,
+                               "oversample": oversample}
 
 
 def _fit(x: torch.Tensor, shape) -> torch.Tensor:
