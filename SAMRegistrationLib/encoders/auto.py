@@ -6,8 +6,8 @@ anatomy get different features and the fusion is pulled towards wrong matches; M
 compares each voxel only with its own neighbours and is built for exactly that case.
 Measured (README, "Why not always"): on the spine T1w -> T2w pair LiteMedSAM alone lowers
 Dice below the initial overlap (0.67 vs 0.85), and MIND beats the fusion there (0.903 vs
-0.890) and on the brain pair with the moving contrast inverted (0.624 vs 0.603); on every
-same-contrast case the fusion is the better one.
+0.901) and on the brain pair with the moving contrast inverted (0.624 vs 0.603); on the
+same-contrast cases the fusion is better (brain, acdc067) or as good (lung).
 
 Whether the contrasts agree is read from the intensities after the affine pre-alignment:
 the Pearson correlation of both images, smoothed to a few millimetres so that residual
