@@ -24,7 +24,7 @@ class Settings:
     slice_axis: str = "auto"             # auto | x | y | z (world axis of the fixed frame)
     slice_step: Optional[int] = None     # encode every k-th slice (None: about every 4 mm, <= 48 slices)
     pca_dims: int = 12
-    mind_weight: float = 3.0             # weight of MIND channels in fused encoders (lung TRE 1.35 vs 1.37 mm at 2, 1.5 mm grid)
+    mind_weight: float = 3.0             # weight of MIND channels in fused encoders (lung 1.35 vs 1.37 mm at 2)
     fusion_dims: int = 16                # joint PCA of fused channels (0: keep all)
     cache_dir: Optional[str] = None      # feature cache; None = ~/.cache/samreg/features
     use_cache: bool = True

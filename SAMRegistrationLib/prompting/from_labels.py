@@ -2,9 +2,9 @@
 the label's centre.
 
 The centre is a voxel deep inside the label (nearly as far from its boundary, in mm, as any),
-the one nearest the centroid; the centroid itself falls outside curved structures such as
-the myocardium's ring. Used to measure
-prompt-guided registration on cases that have ground-truth labels but no recorded clicks.
+the one nearest the centroid; the centroid itself falls outside curved structures such as the
+myocardium's ring. Used to measure prompt-guided registration on cases that have ground-truth
+labels but no recorded clicks.
 """
 from __future__ import annotations
 
