@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
 from phantom import phantom, smooth_field, warped_by
 from SAMRegistrationLib.encoders import auto
+from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.grid import Grid
 from SAMRegistrationLib.pipeline import ADAM_VOXEL_BUDGET, adam_grid_factor, default_spacing
 from SAMRegistrationLib.settings import Settings
@@ -100,3 +102,10 @@ def test_mind_is_computed_at_half_spacing_only_on_grids_within_its_budget():
     for setting, expected in (({}, 2), ({"mind_oversample": 1}, 1)):
         _, _, info = make_mind(Settings(extra=setting)).features(fixed01, moving01, affine, grid, lambda *a: None)
         assert info["oversample"] == expected
+
+
+def test_a_bad_mind_oversample_is_a_clear_error():
+    from SAMRegistrationLib.encoders.mind import make_mind
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(InputError, match="mind_oversample must be a whole number"):
+            make_mind(Settings(extra={"mind_oversample": bad}))

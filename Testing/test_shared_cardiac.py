@@ -42,6 +42,7 @@ pytestmark = pytest.mark.skipif(not CARDIAC, reason=f"no cardiac case with label
 @pytest.fixture(scope="module", params=CARDIAC or ["absent"])
 def runs(request, tmp_path_factory) -> dict:
     """Reports of both methods and the yardstick's metrics, for one case."""
+    pytest.importorskip("convexAdam", reason="the ConvexAdam-MIND yardstick needs the bench extra")
     case = load_cases(DATA, [request.param])[0]
     work = tmp_path_factory.mktemp(case.name)
     moving_seg = sitk.ReadImage(case.moving_seg)
@@ -55,7 +56,6 @@ def runs(request, tmp_path_factory) -> dict:
         result = samreg("register", *common, "-o", work / method, "--method", method, *extra, timeout=1800)
         assert result.returncode == 0, result.stderr[-2000:]
         reports[method] = json.loads((work / method / "report.json").read_text(encoding="utf-8"))
-    pytest.importorskip("convexAdam", reason="the ConvexAdam-MIND yardstick needs the bench extra")
     from SAMRegistrationLib.bench.peers import run_convexadam_mind
     from SAMRegistrationLib.bench.score import score_field
     peer = run_convexadam_mind(case, work / "peer", threads=2)
