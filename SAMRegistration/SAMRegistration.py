@@ -391,7 +391,8 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.outputDisplacementVolume = result.displacementVolumeNode
             if result.jacobianVolumeNode is not None:
                 parameters.outputJacobianVolume = result.jacobianVolumeNode
-        self.ui.metricsLabel.text = widget_helpers.formatMetrics(result.metrics)
+        regions = widget_helpers.formatRegions(result.report)
+        self.ui.metricsLabel.text = widget_helpers.formatMetrics(result.metrics) + ("\n" + regions if regions else "")
         fixed = parameters.fixedVolume
         # without an output volume the logic places the moving volume under the transform
         registered = result.warpedVolumeNode or parameters.movingVolume

@@ -198,3 +198,21 @@ def resample_segmentation(moving_seg: sitk.Image, reference: sitk.Image,
     tx = transform if transform is not None else sitk.Transform(3, sitk.sitkIdentity)
     return sitk.Resample(moving_seg, reference, tx, sitk.sitkNearestNeighbor, 0,
                          moving_seg.GetPixelID())
+
+
+def region_pair_dice(fixed_regions: sitk.Image, moving_regions: sitk.Image, names: Sequence[str],
+                     transform: sitk.Transform, affine: Optional[sitk.Transform] = None) -> list[dict]:
+    """Dice of each used prompt-region pair (label i + 1 is ``names[i]``) after the affine
+    pre-alignment and after the registration: did the registration bring the regions together?
+    Pairs left out by the checks (empty regions) are not listed."""
+    fixed = sitk.GetArrayViewFromImage(fixed_regions)
+    moving = sitk.GetArrayViewFromImage(moving_regions)
+    after = sitk.GetArrayFromImage(resample_segmentation(moving_regions, fixed_regions, transform))
+    before = sitk.GetArrayFromImage(resample_segmentation(moving_regions, fixed_regions, affine))
+    out = []
+    for number, name in enumerate(names, start=1):
+        if not ((fixed == number).any() and (moving == number).any()):
+            continue
+        out.append({"region": name, "dice_affine": round(dice_per_label(fixed, before, [number])[number], 4),
+                    "dice": round(dice_per_label(fixed, after, [number])[number], 4)})
+    return out

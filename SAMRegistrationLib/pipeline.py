@@ -225,7 +225,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
     cases nothing is left in ``output_dir`` that was not there before.
     """
     from .landmarks import check_pairs, read_points
-    from .metrics import (fold_percent, jacobian_determinant, resample_segmentation, sdlogj,
+    from .metrics import (fold_percent, jacobian_determinant, region_pair_dice, resample_segmentation, sdlogj,
                           segmentation_metrics, tre, tre_initial)
     from .prompt_files import check_prompts
     from .qc import write_qc_png
@@ -381,6 +381,10 @@ def register(inputs: RegistrationInputs, settings: Settings,
                 if segmentation is not None and segmentation.GetSize() == label_image.GetSize():
                     from .prompting.segment import region_quality
                     metrics.setdefault("regions", {})[side] = region_quality(label_image, segmentation, infos)
+            if regions:
+                metrics["region_pairs"] = region_pair_dice(
+                    regions["fixed"][0], regions["moving"][0], [info["label"] for info in regions["fixed"][1]],
+                    transform, affine_tx)
             metrics["initial"] = initial
             if after_affine:
                 metrics["affine"] = after_affine

@@ -230,3 +230,24 @@ def test_identity_anchors(case, dice_mean, hd95_mean, per_label):
     assert r["hd95_mean_mm"] == pytest.approx(hd95_mean, abs=6e-3)
     for lab, v in (per_label or {}).items():
         assert r["dice"][lab] == pytest.approx(v, abs=6e-4)
+
+
+def test_region_pair_dice_reports_used_pairs_before_and_after():
+    from SAMRegistrationLib.metrics import region_pair_dice
+    fixed = np.zeros((12, 20, 20), np.uint8)
+    fixed[3:9, 4:10, 4:10] = 1
+    fixed[3:9, 12:18, 12:18] = 2
+    fixed[0, 0, 0] = 3                                  # a region found in the fixed image only
+    moving = np.zeros_like(fixed)
+    moving[3:9, 4:10, 6:12] = 1                         # shifted by 2 voxels (2 mm) along x
+    moving[3:9, 12:18, 14:20] = 2
+    images = []
+    for array in (fixed, moving):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.0, 1.0, 1.0))
+        images.append(image)
+    shift = sitk.TranslationTransform(3, (2.0, 0.0, 0.0))    # fixed -> moving points
+    pairs = region_pair_dice(images[0], images[1], ["a", "b", "c"], shift, sitk.Transform())
+    assert [p["region"] for p in pairs] == ["a", "b"]
+    for pair in pairs:
+        assert pair["dice"] == 1.0 and pair["dice_affine"] < 0.8, pair

@@ -117,7 +117,11 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
         quality = report["metrics"]["regions"][side]
         assert quality[0]["region"] == "blob" and quality[0]["label"] == 1 and quality[0]["dice"] > 0.75, quality
     assert report["resolved"]["regions"]["fixed"][0]["found_by"] == "correspondence"
+    for side in ("moving", "fixed"):            # an object in both images, so the pair is used
+        assert report["resolved"]["regions"][side][0]["edge"] >= 1.25, report["resolved"]["regions"][side]
     assert report["resolved"]["method"]["regions"] == 1
+    (pair,) = report["metrics"]["region_pairs"]           # the regions brought together
+    assert pair["region"] == "blob" and pair["dice"] > 0.75 and pair["dice"] >= pair["dice_affine"] - 0.02, pair
     assert report["metrics"]["dice_mean"] > report["metrics"]["initial"]["dice_mean"] + 0.1
 
     # no clicks at all: --auto-prompts samples them in the moving image (the cache makes this cheap)

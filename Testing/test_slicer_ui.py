@@ -297,6 +297,18 @@ def test_progress_apply_button_and_metrics_texts():
     assert "No metrics" in widget_helpers.formatMetrics({})
 
 
+def test_prompt_regions_text_says_what_was_used_and_why_not():
+    report = {"resolved": {"regions": {"fixed": [{"label": "RV"}, {"label": "Myo", "dropped": "not mutual"},
+                                                 {"label": "LV"}]}},
+              "metrics": {"region_pairs": [{"region": "RV", "dice_affine": 0.61, "dice": 0.93},
+                                           {"region": "LV", "dice_affine": 0.7, "dice": 0.95}]}}
+    lines = widget_helpers.formatRegions(report).splitlines()
+    assert lines[0] == "Prompt regions: 2 of 3 used"
+    assert "RV: region Dice 0.610 \u2192 0.930" in lines[1] and "Myo: left out (not mutual)" in lines[2]
+    assert "LV" in lines[3]
+    assert widget_helpers.formatRegions({"resolved": {"regions": {}}}) == ""
+
+
 # ----------------------------------------------------------------------------- dependencies
 def test_requirements_file_matches_the_engine():
     lines = dependencies.readRequirements(REQUIREMENTS)

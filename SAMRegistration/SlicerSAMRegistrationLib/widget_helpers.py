@@ -203,3 +203,24 @@ def formatMetrics(metrics: Optional[Mapping[str, Any]]) -> str:
         shown = ["n/a" if value is None else fmt.format(value) + unit for value in (before, after)]
         lines.append(f"{label}: {shown[0]} \u2192 {shown[1]}" if before is not None else f"{label}: {shown[1]}")
     return "\n".join(lines) if lines else "No metrics (add segmentations to score Dice)."
+
+
+def formatRegions(report: Optional[Mapping[str, Any]]) -> str:
+    """One line per prompt structure for the metrics label: its regions' Dice after the affine
+    stage and after the registration, or why the pair was left out; empty without prompts."""
+    report = report or {}
+    infos = ((report.get("resolved") or {}).get("regions") or {}).get("fixed") or []
+    if not infos:
+        return ""
+    pairs = {str(p.get("region")): p for p in (report.get("metrics") or {}).get("region_pairs") or []}
+    used = sum(1 for info in infos if not info.get("dropped"))
+    lines = [f"Prompt regions: {used} of {len(infos)} used"]
+    for info in infos:
+        name = str(info.get("label"))
+        if info.get("dropped"):
+            lines.append(f"  {name}: left out ({info['dropped']})")
+        elif name in pairs and _number(pairs[name].get("dice")) is not None:
+            before, after = _number(pairs[name].get("dice_affine")), _number(pairs[name]["dice"])
+            shown = f"{before:.3f} \u2192 {after:.3f}" if before is not None else f"{after:.3f}"
+            lines.append(f"  {name}: region Dice {shown}")
+    return "\n".join(lines)

@@ -4,7 +4,8 @@ A structure clicked in both images is segmented in each; one clicked in only one
 segmented there and found in the other by :func:`correspond.find_click` (PromptReg's inverse
 prompt with a physical prior and a soft-argmax), then segmented at the found click. A found
 region must match back: searched for in the first image, it must land on the region it came
-from (mutual nearest neighbours at the region level), or the pair is left out.
+from (mutual nearest neighbours at the region level), or the pair is left out; so is a pair
+whose region, in either image, is not an object there (:mod:`.distinct`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..errors import InputError
 from ..prompts import group_structures
 from .correspond import find_click
 from .decoder import PromptDecoder
+from .distinct import MIN_CONTRAST, MIN_EDGE_RATIO, distinctness, gradient_magnitude, indistinct
 from .segment import RegionSegmenter, SliceCanvas, Structure, label_image, slice_canvas
 
 SIDES = ("fixed", "moving")
@@ -160,6 +162,41 @@ def marginalisation_views(settings) -> list[str]:
     return names
 
 
+class DistinctnessCheck:
+    """Drops a pair whose region, in either image, is not an object there (see
+    :mod:`.distinct`); ``extra.prompt_min_edge`` / ``extra.prompt_min_contrast`` set the bounds
+    (0 turns a bound off)."""
+
+    def __init__(self, images01: dict[str, sitk.Image], canvases: dict, settings) -> None:
+        self.images01, self.canvases = images01, canvases
+        self.min_edge = _bound(settings, "prompt_min_edge", MIN_EDGE_RATIO)
+        self.min_contrast = _bound(settings, "prompt_min_contrast", MIN_CONTRAST)
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, found: dict) -> tuple[Optional[str], dict]:
+        """(why the pair is dropped or None, ``{side: {"edge", "contrast"}}``)."""
+        stats = {}
+        for side in SIDES:
+            if side not in self._arrays:
+                image = self.images01[side]
+                self._arrays[side] = (sitk.GetArrayFromImage(image), gradient_magnitude(image))
+            labels, _ = label_image(self.images01[side], self.canvases[side], [found[side][0]])
+            stats[side] = distinctness(*self._arrays[side], sitk.GetArrayViewFromImage(labels) > 0)
+        for side in SIDES:
+            if indistinct(stats[side], self.min_edge, self.min_contrast):
+                return (f"the {side} region does not stand out as an object in its image (edge ratio "
+                        f"{stats[side]['edge']:.2f}, contrast {stats[side]['contrast']:.2f}; needs "
+                        f"{self.min_edge:g} and {self.min_contrast:g})"), stats
+        return None, stats
+
+
+def _bound(settings, key: str, default: float) -> float:
+    value = settings.extra.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InputError(f"extra.{key} must be a number >= 0 (0 turns the check off), got {value!r}")
+    return float(value)
+
+
 def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.Transform, settings,
                    reporter=None) -> dict[str, tuple[sitk.Image, list[dict]]]:
     """``{"fixed": (labels, infos), "moving": (labels, infos)}``; label i + 1 is the i-th structure
@@ -182,6 +219,7 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
             say("encode", 1.0, f"slice embeddings of the {side} image, view {name}, for the correspondences")
             views[side].append(slice_canvas(images01[side], settings, view=name))
     segmenter = RegionSegmenter(PromptDecoder(device=resolve_device(settings.device)))
+    distinct = DistinctnessCheck(images01, canvases, settings)
     to_other = {"fixed": affine, "moving": affine.GetInverse()}       # maps points of side -> other side
     masks: dict[str, list] = {side: [] for side in SIDES}
     infos: dict[str, list] = {side: [] for side in SIDES}
@@ -225,8 +263,12 @@ def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.
                     info["not_mutual"] = True
             found[side] = (mask, info)
         dropped = _unusable(found, masks, canvases)
+        stats: dict = {}
+        if not dropped:
+            dropped, stats = distinct(found)
         for side in SIDES:
             mask, info = found[side]
+            info = dict(info, **stats.get(side, {}))
             masks[side].append(np.zeros_like(mask) if dropped else mask)
             infos[side].append(dict(info, dropped=dropped) if dropped else info)
     out = {}
