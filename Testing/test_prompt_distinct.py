@@ -54,3 +54,9 @@ def test_bad_distinctness_bounds_are_clear_errors(value):
 def test_zero_bounds_turn_the_check_off():
     check = DistinctnessCheck({}, {}, Settings(extra={"prompt_min_edge": 0, "prompt_min_contrast": 0}))
     assert not indistinct({"edge": 0.0, "contrast": 0.0}, check.min_edge, check.min_contrast)
+
+
+def test_the_figures_depend_only_on_the_region_neighbourhood(image_and_blob):
+    intensity, gradient, blob = image_and_blob
+    padded = [np.pad(a, 12, mode="edge") for a in (intensity, gradient)]
+    assert distinctness(*padded, np.pad(blob, 12)) == distinctness(intensity, gradient, blob)

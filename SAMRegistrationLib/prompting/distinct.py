@@ -36,6 +36,13 @@ def gradient_magnitude(image01: sitk.Image) -> np.ndarray:
 def distinctness(intensity: np.ndarray, gradient: np.ndarray, region: np.ndarray) -> dict[str, float]:
     """``{"edge": ratio, "contrast": c}`` of a (D, H, W) bool region on its image's grid; both
     0 for a region too small to have an inside."""
+    if not region.any():
+        return {"edge": 0.0, "contrast": 0.0}
+    # only the region's neighbourhood matters: crop to it (a margin wider than the band keeps
+    # erosion and dilation exact) so a small region in a large image costs little
+    nonzero = np.nonzero(region)
+    box = tuple(slice(max(int(i.min()) - BAND_VOXELS - 1, 0), int(i.max()) + BAND_VOXELS + 2) for i in nonzero)
+    intensity, gradient, region = intensity[box], gradient[box], region[box]
     inner = binary_erosion(region)
     if not inner.any():
         return {"edge": 0.0, "contrast": 0.0}
