@@ -106,6 +106,6 @@ def test_mind_is_computed_at_half_spacing_only_on_grids_within_its_budget():
 
 def test_a_bad_mind_oversample_is_a_clear_error():
     from SAMRegistrationLib.encoders.mind import make_mind
-    for bad in (0, 1.5, "2"):
+    for bad in (0, 1.5, "2", True):
         with pytest.raises(InputError, match="mind_oversample must be a whole number"):
             make_mind(Settings(extra={"mind_oversample": bad}))

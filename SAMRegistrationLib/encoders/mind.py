@@ -162,7 +162,8 @@ class MindEncoder:
         self.radius = int(settings.extra.get("mind_radius", 1))
         self.dilation = int(settings.extra.get("mind_dilation", 2))
         self.oversample = settings.extra.get("mind_oversample")    # None: chosen per grid
-        if self.oversample is not None and (not isinstance(self.oversample, int) or self.oversample < 1):
+        if self.oversample is not None and (isinstance(self.oversample, bool) or not isinstance(self.oversample, int)
+                                            or self.oversample < 1):
             raise InputError(f"extra.mind_oversample must be a whole number >= 1, got {self.oversample!r}")
 
     def _on_grid(self, image: sitk.Image, grid: Grid, transform, oversample: int) -> torch.Tensor:
