@@ -13,11 +13,12 @@ Python console::
 """
 import functools
 import importlib.util
+import logging
 import os
-import shutil
 import sys
-from typing import Annotated, Union
+from typing import Annotated, Optional, Union
 
+import qt
 import vtk
 
 import slicer
@@ -60,8 +61,20 @@ def _addEngineToPath():
 
 _addEngineToPath()
 
-from SlicerSAMRegistrationLib import dependencies, widget_helpers  # noqa: E402
-from SlicerSAMRegistrationLib.scene_logic import SceneRegistrationLogic  # noqa: E402
+from SlicerSAMRegistrationLib.compatibility import runningSlicerVersion, unsupportedReason  # noqa: E402
+
+#: why this Slicer cannot run the module (too old), or None
+UNSUPPORTED = unsupportedReason(runningSlicerVersion(slicer.app), sys.version_info)
+
+if UNSUPPORTED is None:
+    from SlicerSAMRegistrationLib import dependencies, widget_helpers  # noqa: E402
+    from SlicerSAMRegistrationLib.scene_logic import SceneRegistrationLogic  # noqa: E402
+else:   # the rest of the module needs a newer Python: load, and say why it cannot run
+    logging.error(UNSUPPORTED)
+
+    class SceneRegistrationLogic:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError(UNSUPPORTED)
 
 
 class SAMRegistration(ScriptedLoadableModule):
@@ -77,6 +90,7 @@ class SAMRegistration(ScriptedLoadableModule):
             "space. Choose a fixed and a moving volume and press Apply: the result is a transform, a warped "
             "volume and, optionally, a displacement field and a Jacobian map. Point prompts and segmentations "
             "are optional. Required Python packages (PyTorch and a few others) are installed on the first run. "
+            "Requires 3D Slicer 5.10 or later. "
             'See <a href="https://github.com/SAMRegistration/SlicerSAMRegistration">the project page</a>.')
         self.parent.acknowledgementText = _(
             "Uses LiteMedSAM and MedSAM (Bo Wang lab), Segment Anything (Meta AI), MIND-SSC (Heinrich et al.) and "
@@ -87,11 +101,15 @@ class SAMRegistration(ScriptedLoadableModule):
 @parameterNodeWrapper
 class SAMRegistrationParameterNode:
     """Everything the panel shows. 0 in spacing / slice step means automatic; an empty encoder
-    means no preset has been applied yet (the widget then applies the default preset)."""
+    means no preset has been applied yet (the widget then applies the default preset).
+
+    A union of node types must include None (``Optional``): the wrapper writes every field's
+    default, None for nodes, when it first wraps a node, and a union without None has no
+    serializer for it. Plain node types accept None already."""
     fixedVolume: vtkMRMLScalarVolumeNode
     movingVolume: vtkMRMLScalarVolumeNode
-    fixedSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
-    movingSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
+    fixedSegmentation: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
+    movingSegmentation: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
     fixedPositivePoints: vtkMRMLMarkupsFiducialNode
     fixedNegativePoints: vtkMRMLMarkupsFiducialNode
     movingPositivePoints: vtkMRMLMarkupsFiducialNode
@@ -110,7 +128,7 @@ class SAMRegistrationParameterNode:
     keepTemporaryFiles: bool = False
     outputTransform: vtkMRMLTransformNode
     outputVolume: vtkMRMLScalarVolumeNode
-    outputDisplacementVolume: Union[vtkMRMLVectorVolumeNode, vtkMRMLScalarVolumeNode]
+    outputDisplacementVolume: Optional[Union[vtkMRMLVectorVolumeNode, vtkMRMLScalarVolumeNode]]
     outputJacobianVolume: vtkMRMLScalarVolumeNode
     showCheckerboard: bool = False
 
@@ -133,6 +151,11 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        if UNSUPPORTED:
+            message = qt.QLabel(UNSUPPORTED)
+            message.wordWrap = True
+            self.layout.addWidget(message)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SAMRegistration.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -163,7 +186,8 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self):
         self._disconnectParameterNode()   # keeps the node: a background run still reports into it
@@ -418,7 +442,7 @@ class SAMRegistrationLogic(ScriptedLoadableModuleLogic, SceneRegistrationLogic):
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)
         SceneRegistrationLogic.__init__(self, scene=scene if scene is not None else slicer.mrmlScene,
-                                        pythonExecutable=shutil.which("PythonSlicer"))
+                                        pythonExecutable=None)   # PythonSlicer, found at run time
 
     def getParameterNode(self):
         return SAMRegistrationParameterNode(super().getParameterNode())

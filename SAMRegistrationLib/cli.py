@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import Cancelled, InputError, ResourceError, SamregError
-from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, OutputGuard, check_input_files,
-                     is_out_of_memory, key_metrics, one_line, package_version, parse_labels,
-                     validate_names)
+from .ownership import OutputLedger
+from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, check_input_files, is_out_of_memory,
+                     key_metrics, one_line, package_version, parse_labels, validate_names)
 
 
 # ----------------------------------------------------------------------------- progress bars
@@ -234,8 +234,9 @@ def cmd_register(args: argparse.Namespace) -> int:
                                 fixed_seg=args.fixed_seg, moving_seg=args.moving_seg, labels=labels,
                                 fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks,
                                 prompts=prompts, auto_prompts=args.auto_prompts)
-    return _run_guarded(args.output_dir, not args.quiet,
-                        lambda progress, cancel: register(inputs, settings, progress=progress, cancel=cancel),
+    return _run_guarded(not args.quiet,
+                        lambda progress, cancel, ledger: register(inputs, settings, progress=progress,
+                                                                  cancel=cancel, ledger=ledger),
                         summary=lambda report, seconds: _print_summary(args.output_dir, seconds, report))
 
 
@@ -247,24 +248,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         validate_names(args.encoder, None)
         from .settings import Settings
         settings = Settings(encoder=args.encoder)
-    return _run_guarded(args.output_dir, not args.quiet,
-                        lambda progress, cancel: run_demo(args.output_dir, progress=progress, cancel=cancel,
-                                                          settings=settings, verbose=False),
+    return _run_guarded(not args.quiet,
+                        lambda progress, cancel, ledger: run_demo(args.output_dir, progress=progress, cancel=cancel,
+                                                                  settings=settings, verbose=False, ledger=ledger),
                         summary=lambda results, seconds: print_results(results))
 
 
-def _run_guarded(output_dir: Path, show_progress: bool,
-                 job: Callable[[Callable, threading.Event], dict],
+def _run_guarded(show_progress: bool,
+                 job: Callable[[Callable, threading.Event, OutputLedger], dict],
                  summary: Optional[Callable[[dict, float], None]]) -> int:
-    """Run ``job(progress, cancel)``; on failure/cancel remove what appeared in ``output_dir``."""
-    guard = OutputGuard(output_dir)
+    """Run ``job(progress, cancel, ledger)``; on failure/cancel remove what the job recorded in the ledger."""
+    ledger = OutputLedger()
     bars = StageBars(show_progress)
     cancel = threading.Event()
     start = time.perf_counter()
     ok = False
     try:
         with _CancelOnSignal(cancel):
-            result = job(bars, cancel)
+            result = job(bars, cancel, ledger)
         bars.close()
         if cancel.is_set():
             raise Cancelled("cancelled")
@@ -272,7 +273,7 @@ def _run_guarded(output_dir: Path, show_progress: bool,
     finally:
         bars.close()
         if not ok:
-            guard.cleanup()
+            ledger.discard()
     if summary is not None:
         summary(result, time.perf_counter() - start)
     return 0

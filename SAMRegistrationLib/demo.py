@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
+from .ownership import OutputLedger
 from .progress import ProgressFn, no_progress
 from .worker import key_metrics
 
@@ -162,10 +163,20 @@ def tissue_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return labels
 
 
-def make_demo_inputs(folder: Path, seed: int = DEMO_SEED, spacing: float = DEMO_SPACING_MM) -> dict:
-    """Write fixed/moving images and label maps and the true displacement into ``folder``."""
+def make_demo_inputs(folder: Path, seed: int = DEMO_SEED, spacing: float = DEMO_SPACING_MM,
+                     ledger: Optional[OutputLedger] = None) -> dict:
+    """Write fixed/moving images and label maps and the true displacement into ``folder``.
+
+    Each file is written atomically; with a ``ledger`` the folders and files made are recorded.
+    """
     import SimpleITK as sitk
-    folder.mkdir(parents=True, exist_ok=True)
+
+    from .io_atomic import write_image_atomic
+    folder = Path(folder)
+    if ledger is not None:
+        ledger.make_dirs(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
     t1, gm, wm = load_template(spacing)
     deformation = KnownDeformation(t1, seed=seed)
     shape = sitk.GetArrayViewFromImage(t1).shape
@@ -190,12 +201,14 @@ def make_demo_inputs(folder: Path, seed: int = DEMO_SEED, spacing: float = DEMO_
 
     files = {name: folder / f"{name}.nii.gz" for name in ("fixed", "moving", "fixed_seg", "moving_seg")}
     files["true_displacement"] = folder / "true_displacement.nrrd"
-    sitk.WriteImage(as_image(t1_array, np.float32), str(files["fixed"]), True)
-    sitk.WriteImage(as_image(np.clip(moving, 0, None), np.float32), str(files["moving"]), True)
-    sitk.WriteImage(as_image(fixed_seg, np.uint8), str(files["fixed_seg"]), True)
-    sitk.WriteImage(as_image(moving_seg, np.uint8), str(files["moving_seg"]), True)
-    sitk.WriteImage(as_image(u_true.reshape(shape + (3,)), np.float32, vector=True),
-                    str(files["true_displacement"]), True)
+    images = {"fixed": as_image(t1_array, np.float32),
+              "moving": as_image(np.clip(moving, 0, None), np.float32),
+              "fixed_seg": as_image(fixed_seg, np.uint8), "moving_seg": as_image(moving_seg, np.uint8),
+              "true_displacement": as_image(u_true.reshape(shape + (3,)), np.float32, vector=True)}
+    for name, image in images.items():
+        write_image_atomic(image, files[name])
+        if ledger is not None:
+            ledger.record_file(files[name])
     return {"files": files, "inverse_residual_mm": residual}
 
 
@@ -279,21 +292,32 @@ def print_results(results: dict) -> None:
 # ----------------------------------------------------------------------------- entry point
 def run_demo(output_dir: str | Path, progress: Optional[ProgressFn] = None,
              cancel: Optional[threading.Event] = None, settings=None, verbose: bool = True,
-             spacing: float = DEMO_SPACING_MM) -> dict:
+             spacing: float = DEMO_SPACING_MM, ledger: Optional[OutputLedger] = None) -> dict:
     """Make the demo inputs in ``output_dir/inputs``, register them into ``output_dir``, evaluate.
 
     ``settings`` defaults to :class:`Settings()` (the default encoder); ``spacing`` is the demo
     images' voxel size (coarser = faster). Returns the numbers printed, also written to
-    ``output_dir/demo.json``.
+    ``output_dir/demo.json``. Every folder and file the demo writes is recorded in ``ledger``
+    (a private one when None); on failure it is discarded.
     """
+    ledger = ledger if ledger is not None else OutputLedger()
+    try:
+        return _run_demo(Path(output_dir).absolute(), progress or no_progress, cancel, settings, verbose,
+                         spacing, ledger)
+    except BaseException:
+        ledger.discard()
+        raise
+
+
+def _run_demo(output_dir: Path, progress: ProgressFn, cancel: Optional[threading.Event], settings,
+              verbose: bool, spacing: float, ledger: OutputLedger) -> dict:
+    from .io_atomic import write_text_atomic
     from .pipeline import RegistrationInputs, register
     from .settings import Settings
 
-    progress = progress or no_progress
-    output_dir = Path(output_dir).absolute()
     inputs_dir = output_dir / "inputs"
     progress("prepare", 0.0, "MNI152 template")
-    made = make_demo_inputs(inputs_dir, spacing=spacing)
+    made = make_demo_inputs(inputs_dir, spacing=spacing, ledger=ledger)
     progress("prepare", 1.0, "inputs written")
     if cancel is not None and cancel.is_set():
         from .errors import Cancelled
@@ -303,7 +327,7 @@ def run_demo(output_dir: str | Path, progress: Optional[ProgressFn] = None,
                                 fixed_seg=files["fixed_seg"], moving_seg=files["moving_seg"],
                                 labels=[1, 2])
     start = time.perf_counter()
-    report = register(inputs, settings or Settings(), progress=progress, cancel=cancel)
+    report = register(inputs, settings or Settings(), progress=progress, cancel=cancel, ledger=ledger)
     seconds = time.perf_counter() - start
     progress("evaluate", 0.0, "endpoint error, Dice")
     results = evaluate(inputs_dir, output_dir)
@@ -314,7 +338,8 @@ def run_demo(output_dir: str | Path, progress: Optional[ProgressFn] = None,
     reported = key_metrics(report) if isinstance(report, dict) else {}
     if "fold_percent" in reported:
         results["fold_percent_report"] = reported["fold_percent"]      # the pipeline's own count
-    (output_dir / "demo.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(json.dumps(results, indent=2) + "\n", output_dir / "demo.json")
+    ledger.record_file(output_dir / "demo.json")
     if verbose:
         print_results(results)
     return results

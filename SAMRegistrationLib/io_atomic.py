@@ -61,8 +61,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_json_atomic(obj: Any, path: Path) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (numpy types and NaN handled)."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n", path)

@@ -2,17 +2,16 @@
 
 Every stage reports progress (and is a cancellation point). Outputs are written into a
 hidden staging folder inside the output folder and moved into place only when all of them
-exist, so a failed or cancelled job leaves the output folder as it found it.
+exist. Each folder, staging tree and file the run puts there is recorded in an
+:class:`~SAMRegistrationLib.ownership.OutputLedger`, and a failed or cancelled job removes
+exactly those, never anything someone else wrote meanwhile.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
-import os
-import resource
-import secrets
-import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from .errors import InputError, ResourceError
 from .fields import displacement_image, displacement_transform, total_displacement
 from .grid import Grid
 from .io_atomic import write_image_atomic, write_json_atomic
+from .ownership import OutputLedger
 from .progress import ProgressFn, Reporter
 from .registry import get_method, get_volume_encoder
 from .settings import Settings
@@ -87,7 +87,14 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024.0
     except (OSError, ValueError, IndexError):
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    try:
+        import resource     # Unix only: imported here so the module loads on Windows
+    except ImportError:
+        # Windows: psutil reports the peak working set there; rss elsewhere as a last resort
+        info = psutil.Process().memory_info()
+        return float(getattr(info, "peak_wset", info.rss)) / 2**20
+    # ru_maxrss is in KB on Linux, in bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024.0)
 
 
 def working_grid(fixed01: sitk.Image, spacing: float, margin_mm: float = 8.0) -> Grid:
@@ -217,12 +224,14 @@ def _labels_in(*images: sitk.Image) -> list[int]:
 # --------------------------------------------------------------------------- main entry
 def register(inputs: RegistrationInputs, settings: Settings,
              progress: Optional[ProgressFn] = None,
-             cancel: Optional[threading.Event] = None) -> dict:
+             cancel: Optional[threading.Event] = None,
+             ledger: Optional[OutputLedger] = None) -> dict:
     """Register ``inputs.moving`` to ``inputs.fixed`` and write all outputs to ``inputs.output_dir``.
 
     Returns the report (also written as ``report.json``). Raises :class:`SamregError`
-    subclasses for user errors and :class:`Cancelled` when ``cancel`` is set; in both
-    cases nothing is left in ``output_dir`` that was not there before.
+    subclasses for user errors and :class:`Cancelled` when ``cancel`` is set. The folders
+    and files the run creates are recorded in ``ledger`` (a private one when None); on any
+    failure the ledger is discarded, so only what this run wrote is removed.
     """
     from .landmarks import check_pairs, read_points
     from .metrics import (fold_percent, jacobian_determinant, region_pair_dice, resample_segmentation, sdlogj,
@@ -332,12 +341,11 @@ def register(inputs: RegistrationInputs, settings: Settings,
         reporter("optimise", 1.0, "optimisation done")
 
     # ------------------------------------------------------------------ write
+    ledger = ledger if ledger is not None else OutputLedger()
     output_dir = Path(inputs.output_dir)
-    created_dir = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = output_dir / f".samreg-staging-{secrets.token_hex(6)}"
-    staging.mkdir()
     try:
+        ledger.make_dirs(output_dir)
+        staging = ledger.make_staging(output_dir)
         with timer.stage("write"):
             reporter("write", 0.0, "composing the displacement field")
             fixed_grid = Grid.from_image(fixed)
@@ -413,13 +421,10 @@ def register(inputs: RegistrationInputs, settings: Settings,
         write_json_atomic(report, staging / "report.json")
         reporter.check_cancelled()
         for item in sorted(staging.iterdir()):
-            os.replace(item, output_dir / item.name)
+            ledger.replace(item, output_dir / item.name)
+        ledger.remove_staging(staging)
         reporter("write", 1.0, f"outputs in {output_dir}")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_dir:
-            with contextlib.suppress(OSError):
-                output_dir.rmdir()
+        ledger.discard()
         raise
-    shutil.rmtree(staging, ignore_errors=True)
     return report

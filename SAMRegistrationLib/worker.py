@@ -35,14 +35,15 @@ Exit status: 0 done, 2 input/checkpoint error, 3 not enough memory, 130 cancelle
 
 SIGTERM / SIGINT set the pipeline's cancel event; the pipeline stops at its next progress
 point. If it has not returned after :data:`CANCEL_GRACE_S` seconds the process cleans up and
-exits with ``os._exit``. On cancel or failure every entry that appeared in ``output_dir``
-(and staging siblings next to it) during the job is removed; pre-existing files are kept.
+exits with ``os._exit``. On cancel or failure the folders, staging trees and files the job
+itself created (recorded in an :class:`~SAMRegistrationLib.ownership.OutputLedger`) are
+removed; everything else, including files others put into or beside ``output_dir`` while the
+job ran, is left alone.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -52,6 +53,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from .errors import Cancelled, CheckpointError, InputError, ResourceError, SamregError
+from .ownership import OutputLedger
 
 #: seconds between a cancel request and a forced exit
 CANCEL_GRACE_S = 4.0
@@ -182,47 +184,6 @@ def validate_names(encoder: Optional[str], method: Optional[str]) -> None:
         registry.get_volume_encoder(encoder)
     if method is not None:
         registry.get_method(method)
-
-
-class OutputGuard:
-    """Remember what ``output_dir`` (and its parent) held; :meth:`cleanup` removes what appeared.
-
-    Staging siblings are recognised by containing the output folder's name. Pre-existing
-    entries are never touched.
-    """
-
-    def __init__(self, output_dir: Path) -> None:
-        self.output_dir = Path(output_dir).absolute()
-        self.existed = self.output_dir.exists()
-        self.before = set(os.listdir(self.output_dir)) if self.output_dir.is_dir() else set()
-        parent = self.output_dir.parent
-        self.parent_before = set(os.listdir(parent)) if parent.is_dir() else set()
-
-    @staticmethod
-    def _remove(path: Path) -> None:
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            print(f"samreg: warning: could not remove {path}: {exc}", file=sys.stderr)
-
-    def cleanup(self) -> None:
-        out = self.output_dir
-        if out.is_dir():
-            if not self.existed:
-                self._remove(out)
-            else:
-                for name in set(os.listdir(out)) - self.before:
-                    self._remove(out / name)
-        parent = out.parent
-        if parent.is_dir():
-            for name in set(os.listdir(parent)) - self.parent_before:
-                if out.name in name and name != out.name:
-                    self._remove(parent / name)
 
 
 def overall_fraction(stage: str, fraction: float, stages: tuple = tuple(STAGE_WEIGHTS)) -> Optional[float]:
@@ -359,7 +320,7 @@ def _run_job(job_path: str | os.PathLike, events: _EventStream) -> int:
 
     cancel = threading.Event()
     state: dict[str, Any] = {"overall": 0.0}
-    guard: list[OutputGuard] = []
+    ledger = OutputLedger()     # what the job itself writes; discarded on failure or cancel
     finished = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -374,9 +335,8 @@ def _run_job(job_path: str | os.PathLike, events: _EventStream) -> int:
     def body() -> None:
         try:
             inputs, settings = load_job(Path(job_path))
-            guard.append(OutputGuard(inputs.output_dir))
             from .pipeline import register
-            outcome["report"] = register(inputs, settings, progress=progress, cancel=cancel)
+            outcome["report"] = register(inputs, settings, progress=progress, cancel=cancel, ledger=ledger)
             outcome["output_dir"] = Path(inputs.output_dir).absolute()
         except BaseException as exc:  # noqa: BLE001 - reported as an event below
             outcome["error"] = exc
@@ -385,8 +345,7 @@ def _run_job(job_path: str | os.PathLike, events: _EventStream) -> int:
             finished.set()
 
     def fail(kind: str, message: str) -> None:
-        for g in guard:
-            g.cleanup()
+        ledger.discard()
         events.close_with("error", message=message, kind=kind)
 
     def on_signal(signum, _frame) -> None:
@@ -406,8 +365,7 @@ def _run_job(job_path: str | os.PathLike, events: _EventStream) -> int:
             if deadline is not None and time.monotonic() > deadline:
                 print("samreg worker: pipeline did not stop in time; forcing exit", file=sys.stderr)
                 fail("Cancelled", "cancelled")
-                for g in guard:  # once more, in case the job thread wrote in between
-                    g.cleanup()
+                ledger.discard()  # once more, in case the job thread wrote in between
                 sys.stderr.flush()
                 os._exit(EXIT_CANCELLED)
         thread.join()

@@ -131,7 +131,7 @@ def test_settings_only_given_options_override(monkeypatch, tmp_path):
     files = write_pair(tmp_path / "in", with_segs=False)
     seen = {}
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         seen["inputs"], seen["settings"] = inputs, settings
         progress("load", 1.0, "")
         return {"metrics": {"dice_mean": 0.9}, "initial": {"dice_mean": 0.5}}
@@ -193,9 +193,11 @@ def test_error_mapping(monkeypatch, tmp_path, capsys, exc, status, words):
                                     "CheckpointError": "bad checksum"}[exc])
     files = write_pair(tmp_path / "in", with_segs=False)
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
-        Path(inputs.output_dir).mkdir(parents=True, exist_ok=True)
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
+        ledger.make_dirs(inputs.output_dir)
         (Path(inputs.output_dir) / "partial.nii.gz").write_bytes(b"x")
+        ledger.record_file(Path(inputs.output_dir) / "partial.nii.gz")
+        (tmp_path / "out-by-someone-else.txt").write_text("not the run's")   # not recorded: stays
         raise exc
 
     monkeypatch.setattr(pipeline, "register", fake_register)
@@ -205,6 +207,7 @@ def test_error_mapping(monkeypatch, tmp_path, capsys, exc, status, words):
     assert len(err) == 1 and err[0].startswith("samreg:")
     assert all(w in err[0] for w in words), err
     assert not out.exists(), "partial outputs must be removed"
+    assert (tmp_path / "out-by-someone-else.txt").read_text() == "not the run's"
 
 
 def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
@@ -212,12 +215,18 @@ def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
 
     files = write_pair(tmp_path / "in", with_segs=False)
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
+        ledger.make_dirs(inputs.output_dir)
+        (Path(inputs.output_dir) / "partial.nii.gz").write_bytes(b"x")
+        ledger.record_file(Path(inputs.output_dir) / "partial.nii.gz")
+        (tmp_path / "o-by-someone-else.txt").write_text("not the run's")     # not recorded: stays
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(pipeline, "register", fake_register)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(tmp_path / "o"), "--quiet"])
+    assert not (tmp_path / "o").exists(), "partial outputs must be removed"
+    assert (tmp_path / "o-by-someone-else.txt").read_text() == "not the run's"
 
 
 def test_sigint_cancels_register(tmp_path):

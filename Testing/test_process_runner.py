@@ -91,3 +91,79 @@ def test_a_second_start_while_running_is_refused():
         collect(runner, python("pass"))
     runner.cancel()
     runner.wait(timeout=30)
+
+
+def test_cancel_returns_at_once_and_poll_reaps_a_child_that_ignores_sigterm():
+    """Cancel runs on the GUI thread: it must not wait for the tree (it used to, for up to 8 s)."""
+    runner = SubprocessRunner(terminateGraceS=1.0)
+    lines, exits = collect(runner, python("""
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(120)
+    """))
+    deadline = time.monotonic() + 30
+    while not any(line == "ready" for _, line in lines):
+        assert time.monotonic() < deadline
+        runner.poll()
+        time.sleep(0.02)
+    began = time.monotonic()
+    runner.cancel()
+    assert time.monotonic() - began < 0.2
+    assert runner.running and runner.cancelling and psutil.pid_exists(runner.pid)
+    runner.cancel()                                     # a second press changes nothing
+    assert runner.wait(timeout=20) is not None
+    assert exits == [-9] and not runner.running and not runner.cancelling
+
+
+def test_cancel_of_a_cooperative_child_reports_its_own_exit():
+    runner = SubprocessRunner()
+    lines, exits = collect(runner, python("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(130))
+        print("ready", flush=True)
+        time.sleep(120)
+    """))
+    while not any(line == "ready" for _, line in lines):
+        runner.poll()
+        time.sleep(0.02)
+    runner.cancel()
+    assert runner.wait(timeout=20) == 130 and exits == [130]
+
+
+@pytest.mark.parametrize("osName", ["nt", "posix"])
+def test_launch_options_hide_the_console_on_windows(osName):
+    """On Windows the worker gets no console window (else one opens per run and closing it
+    kills the run); on POSIX it gets its own session."""
+    from types import SimpleNamespace
+
+    from SlicerSAMRegistrationLib.process import platformPopenOptions
+
+    class StartupInfo:          # the fields of subprocess.STARTUPINFO that matter here
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1
+    windowsSubprocess = SimpleNamespace(STARTUPINFO=StartupInfo, STARTF_USESHOWWINDOW=1, CREATE_NO_WINDOW=0x08000000)
+    options = platformPopenOptions(osName, windowsSubprocess)
+    if osName == "nt":
+        assert set(options) == {"startupinfo", "creationflags"}
+        assert options["startupinfo"].dwFlags & 1 and options["startupinfo"].wShowWindow == 0   # SW_HIDE
+        assert options["creationflags"] & 0x08000000                                          # CREATE_NO_WINDOW
+    else:
+        assert options == {"start_new_session": True}
+
+
+def test_the_runner_starts_processes_with_the_platform_options(monkeypatch):
+    from SlicerSAMRegistrationLib import process
+
+    seen = {}
+    real = process.subprocess.Popen
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(process.subprocess, "Popen", spy)
+    runner = SubprocessRunner()
+    collect(runner, python("pass"))
+    runner.wait(timeout=30)
+    for key, value in process.platformPopenOptions().items():
+        assert seen[key] == value

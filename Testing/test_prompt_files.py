@@ -270,7 +270,7 @@ def test_cli_builds_prompts_and_auto_prompts(monkeypatch, tmp_path):
     files = write_all_formats(tmp_path, img)
     seen = {}
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         seen["inputs"] = inputs
         return {"metrics": {}}
 

@@ -156,12 +156,14 @@ def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
     write_pair(tmp_path / "in", with_segs=False)
     job = write_job(tmp_path)
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         print("noise from the pipeline")
         for stage in STAGES:
             progress(stage, 0.5, stage)
-        Path(inputs.output_dir).mkdir()
+        ledger.make_dirs(inputs.output_dir)
         (Path(inputs.output_dir) / "report.json").write_text("{}")
+        ledger.record_file(Path(inputs.output_dir) / "report.json")
+        (tmp_path / "out-by-someone-else.txt").write_text("not the job's")
         return {"metrics": {"dice_mean": 0.7, "fold_percent": 0.0}, "initial": {"dice_mean": 0.4}}
 
     monkeypatch.setattr(pipeline, "register", fake_register)
@@ -170,6 +172,8 @@ def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
     events = parse_events(text)
     assert "noise" not in text
     assert events[-1]["metrics"] == {"dice_mean": 0.7, "dice_mean_initial": 0.4, "fold_percent": 0.0}
+    assert (tmp_path / "out" / "report.json").is_file()
+    assert (tmp_path / "out-by-someone-else.txt").read_text() == "not the job's"
 
 
 def _capture_run(job: Path) -> tuple[int, str]:
@@ -209,10 +213,15 @@ def test_failures_are_classified_and_cleaned(tmp_path, monkeypatch, exc, kind, s
     (out / "old.txt").write_text("keep me")
     job = write_job(tmp_path)
 
-    def fake_register(inputs, settings, progress=None, cancel=None):
+    def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         progress("load", 1.0, "")
-        (out / "partial.nii.gz").write_bytes(b"x")
-        (out / ".samreg-staging-x").mkdir()
+        ledger.make_dirs(out)
+        staging = ledger.make_staging(out)
+        (staging / "half.nii.gz").write_bytes(b"x")
+        (staging / "partial.nii.gz").write_bytes(b"x")
+        ledger.replace(staging / "partial.nii.gz", out / "partial.nii.gz")
+        (out / "someone-else.txt").write_text("not the job's")          # not recorded: stays
+        (tmp_path / "out-by-someone-else.txt").write_text("not the job's")
         raise exc
 
     monkeypatch.setattr(pipeline, "register", fake_register)
@@ -220,7 +229,9 @@ def test_failures_are_classified_and_cleaned(tmp_path, monkeypatch, exc, kind, s
     assert code == status
     assert events[-1]["event"] == "error" and events[-1]["kind"] == kind
     assert "\n" not in events[-1]["message"]
-    assert sorted(os.listdir(out)) == ["old.txt"]
+    assert sorted(os.listdir(out)) == ["old.txt", "someone-else.txt"]
+    assert (out / "old.txt").read_text() == "keep me"
+    assert (tmp_path / "out-by-someone-else.txt").read_text() == "not the job's"
 
 
 @pytest.mark.parametrize("report, expected", [

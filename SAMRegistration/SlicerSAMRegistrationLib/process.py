@@ -4,8 +4,10 @@
 ``poll()`` hands the lines to the callbacks on the caller's thread. Outside Slicer (tests,
 scripts) ``wait()`` drives ``poll()``. Inside Slicer ``QtTimerRunner`` polls from a QTimer,
 so the GUI never blocks, and its ``wait()`` keeps processing events for batch use.
-Cancelling terminates the whole process tree: the worker removes its partial outputs on
-SIGTERM, and anything still alive after a grace period is killed.
+
+Cancelling never waits: it asks the whole process tree to stop (SIGTERM; the worker removes
+its partial outputs) and returns at once. The polling that follows reaps the tree, killing
+whatever is still alive after a grace period, and only then reports the exit.
 """
 from __future__ import annotations
 
@@ -14,13 +16,18 @@ import queue
 import subprocess
 import threading
 import time
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 LineCallback = Callable[[str, str], None]      # (stream "stdout" | "stderr", line without newline)
 ExitCallback = Callable[[int], None]           # exit status; negative = killed by that signal
 
-#: seconds the worker gets to clean up after SIGTERM before the tree is killed
+#: seconds the worker gets to clean up after a cancel before the tree is killed
 TERMINATE_GRACE_S = 8.0
+
+#: Windows: CREATE_NO_WINDOW process creation flag, STARTF_USESHOWWINDOW and SW_HIDE
+_CREATE_NO_WINDOW = 0x08000000
+_STARTF_USESHOWWINDOW = 0x00000001
+_SW_HIDE = 0
 
 
 class ProcessRunner(Protocol):
@@ -35,16 +42,35 @@ class ProcessRunner(Protocol):
     def running(self) -> bool: ...
 
 
+def platformPopenOptions(osName: str = os.name, subprocessModule: Any = subprocess) -> dict:
+    """``subprocess.Popen`` keywords that suit the platform.
+
+    POSIX: a session of its own, so a cancel can reach the whole tree and a terminal's Ctrl+C
+    does not. Windows: no console window (one would open for every run from the GUI, and
+    closing it would kill the run), as ``slicer.util.launchConsoleProcess`` does.
+    """
+    if osName != "nt":
+        return {"start_new_session": True}
+    startupInfo = subprocessModule.STARTUPINFO()
+    startupInfo.dwFlags |= getattr(subprocessModule, "STARTF_USESHOWWINDOW", _STARTF_USESHOWWINDOW)
+    startupInfo.wShowWindow = _SW_HIDE
+    return {"startupinfo": startupInfo,
+            "creationflags": getattr(subprocessModule, "CREATE_NO_WINDOW", _CREATE_NO_WINDOW)}
+
+
 class SubprocessRunner:
     """A child process whose output lines and exit reach callbacks from :meth:`poll`."""
 
-    def __init__(self) -> None:
+    def __init__(self, terminateGraceS: float = TERMINATE_GRACE_S) -> None:
+        self.terminateGraceS = terminateGraceS
         self._process: Optional[subprocess.Popen] = None
         self._lines: "queue.Queue[tuple[str, str]]" = queue.Queue()
         self._readers: list[threading.Thread] = []
         self._onLine: Optional[LineCallback] = None
         self._onExit: Optional[ExitCallback] = None
         self._exitReported = False
+        self._descendants: list = []          # psutil.Process of the tree, as found at cancel
+        self._killAt: Optional[float] = None  # monotonic time after which a cancelled tree is killed
         self.returncode: Optional[int] = None
 
     # ------------------------------------------------------------------ start
@@ -54,10 +80,11 @@ class SubprocessRunner:
             raise RuntimeError("a process is already running")
         self._onLine, self._onExit = onLine, onExit
         self._exitReported, self.returncode = False, None
+        self._descendants, self._killAt = [], None
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, cwd=cwd,
-            start_new_session=(os.name == "posix"))
+            **platformPopenOptions())
         self._readers = [threading.Thread(target=self._read, args=(stream, name), daemon=True)
                          for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr"))]
         for reader in self._readers:
@@ -74,31 +101,41 @@ class SubprocessRunner:
         return self._process is not None and not self._exitReported
 
     @property
+    def cancelling(self) -> bool:
+        """True between :meth:`cancel` and the reaping of the tree."""
+        return self._killAt is not None and not self._exitReported
+
+    @property
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process is not None else None
 
     def poll(self) -> bool:
-        """Deliver queued lines, then the exit once the process and its pipes are done.
+        """Deliver queued lines, then the exit once the process and its pipes are done (and,
+        after a cancel, its whole tree); kill a cancelled tree whose grace period is over.
 
         Returns True while the run is not finished. Call it from the thread that owns the
         callbacks (the GUI thread in Slicer).
         """
         if self._process is None or self._exitReported:
             return False
-        while True:
-            try:
-                stream, line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            self._onLine(stream, line)
-        if self._process.poll() is None or any(r.is_alive() for r in self._readers):
+        self._deliverLines()
+        if self._killAt is not None and time.monotonic() >= self._killAt:
+            self._killTree()
+        if self._process.poll() is None or any(r.is_alive() for r in self._readers) or self._treeAlive():
             return True
-        while not self._lines.empty():        # lines that arrived after the loop above
-            self._onLine(*self._lines.get_nowait())
+        self._deliverLines()                  # lines that arrived after the first delivery
         self._exitReported = True
         self.returncode = self._process.returncode
         self._onExit(self.returncode)
         return False
+
+    def _deliverLines(self) -> None:
+        while True:
+            try:
+                stream, line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            self._onLine(stream, line)
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         """Poll until the run is finished (or ``timeout`` seconds pass); returns the exit status."""
@@ -114,43 +151,53 @@ class SubprocessRunner:
 
     # ------------------------------------------------------------------ cancel
     def cancel(self) -> None:
-        """SIGTERM the process tree; kill whatever is left after :data:`TERMINATE_GRACE_S`."""
-        if self._process is None or self._process.poll() is not None:
+        """Ask the process tree to stop and return at once; :meth:`poll` reaps it, killing what
+        is still alive :attr:`terminateGraceS` seconds later. A second call does nothing."""
+        if self._process is None or self._exitReported or self._killAt is not None:
             return
-        terminate_tree(self._process, TERMINATE_GRACE_S)
-
-
-def terminate_tree(process: subprocess.Popen, grace_s: float) -> None:
-    """Terminate ``process`` and all its descendants; kill those that outlive ``grace_s``.
-
-    The root is waited for through its ``Popen`` (psutil would reap it and leave Popen
-    without its exit status); descendants through psutil (imported here: it is one of the
-    requirements installed on first use, and this module is imported when Slicer starts).
-    """
-    import psutil
-    try:
-        descendants = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        descendants = []
-    for child in descendants:
+        import psutil   # one of the requirements installed on first use; this module loads with Slicer
+        self._killAt = time.monotonic() + self.terminateGraceS
         try:
-            child.terminate()
+            self._descendants = psutil.Process(self._process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
-            pass
-    process.terminate()
-    deadline = time.monotonic() + grace_s
-    _, alive = psutil.wait_procs(descendants, timeout=grace_s)
-    try:
-        process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)
+            self._descendants = []
+        for child in self._descendants:
+            try:
+                child.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        if self._process.poll() is None:
+            self._process.terminate()
+
+    def _treeAlive(self) -> bool:
+        """After a cancel: whether a descendant found then is still running (not a zombie)."""
+        if not self._descendants:
+            return False
+        import psutil
+        alive = []
+        for child in self._descendants:
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        self._descendants = alive
+        return bool(alive)
+
+    def _killTree(self) -> None:
+        import psutil
+        self._killAt = float("inf")           # once; the exit is still reported by poll()
+        if self._process.poll() is None:
+            try:
+                self._descendants += psutil.Process(self._process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+            self._process.kill()
+        for child in self._descendants:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 class QtTimerRunner(SubprocessRunner):

@@ -55,13 +55,36 @@ def enginePath() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(SAMRegistrationLib.__file__)))
 
 
+class WorkerUnavailable(RuntimeError):
+    """No Python interpreter to run the engine's worker in."""
+
+
+def findPythonSlicer(applicationDir: Optional[str] = None) -> Optional[str]:
+    """Slicer's ``PythonSlicer`` launcher: beside the application's executable (its ``bin``
+    folder), else on PATH; None if neither has it."""
+    folder = applicationDir if applicationDir is not None else os.path.dirname(os.path.abspath(sys.executable))
+    for name in ("PythonSlicer.exe", "PythonSlicer") if os.name == "nt" else ("PythonSlicer",):
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("PythonSlicer")
+
+
 def pythonExecutable() -> str:
-    """PythonSlicer inside Slicer (the app's own executable is not a Python interpreter)."""
-    if insideSlicerApplication():
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-    return sys.executable
+    """The interpreter for the worker: PythonSlicer inside Slicer, this interpreter elsewhere.
+
+    Inside Slicer ``sys.executable`` is the application itself, not a Python interpreter, so
+    without PythonSlicer the worker cannot start: say so instead of launching the application.
+    """
+    if not insideSlicerApplication():
+        return sys.executable
+    found = findPythonSlicer()
+    if found is None:
+        raise WorkerUnavailable(
+            "cannot start the registration: Slicer's Python interpreter 'PythonSlicer' was found neither "
+            f"in {os.path.dirname(os.path.abspath(sys.executable))} nor on PATH; the engine runs in that "
+            "separate process (reinstall 3D Slicer if the file is missing)")
+    return found
 
 
 @dataclass
@@ -122,7 +145,8 @@ class SceneRegistrationLogic:
         call returns the :class:`RegistrationResult` or raises :class:`RegistrationError`
         (:class:`RegistrationCancelled` after :meth:`cancel`). Otherwise it returns None at once
         and ``completedCallback(result, error)`` reports the end (``error`` is None on success,
-        ``"cancelled"`` after a cancel). Raises ValueError for unusable inputs before starting.
+        ``"cancelled"`` after a cancel). Raises ValueError for unusable inputs and
+        :class:`WorkerUnavailable` when Slicer's PythonSlicer is missing, before starting.
         """
         if self.scene is None:
             raise ValueError("no MRML scene: set logic.scene first")
@@ -135,6 +159,7 @@ class SceneRegistrationLogic:
         self._checkInputs(inputs, settings or {})
         prompts = promptSet(fixedVolume, movingVolume, fixedPositivePoints, fixedNegativePoints,
                             movingPositivePoints, movingNegativePoints)
+        python = self.pythonExecutable or pythonExecutable()
         tempDir = tempfile.mkdtemp(prefix="SAMRegistration-", dir=self.temporaryRoot)
         try:
             jobPath = self._writeJob(tempDir, inputs, settings or {}, prompts, int(autoPrompts or 0))
@@ -142,7 +167,7 @@ class SceneRegistrationLogic:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
         run = _Run(inputs, tempDir, keepTemporaryFiles, progressCallback, logCallback, completedCallback)
-        command = [self.pythonExecutable or pythonExecutable(), "-m", "SAMRegistrationLib.cli",
+        command = [python, "-m", "SAMRegistrationLib.cli",
                    "worker", "--job", jobPath]
         self._run, self._runner = run, self.runnerFactory()
         self._log(run, f"starting: {' '.join(command)}")
@@ -177,8 +202,9 @@ class SceneRegistrationLogic:
         return not self.isRunning
 
     def cancel(self) -> None:
-        """Stop the running registration: the worker's process tree is terminated, its partial
-        outputs and the temporary folder are removed, and no node is added."""
+        """Stop the running registration and return at once (never blocks the GUI): the worker is
+        asked to stop and the polling reaps it; then its partial outputs and the temporary
+        folder are removed, no node is added, and the run ends as cancelled."""
         if not self.isRunning:
             return
         self._run.cancelled = True
