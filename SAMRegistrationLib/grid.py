@@ -63,6 +63,16 @@ class Grid:
         return Grid(tuple(int(s) for s in size), tuple(float(s) for s in spacing),
                     tuple(float(o) for o in origin), self.direction)
 
+    def pyramid(self, factors: Sequence[int]) -> list["Grid"]:
+        """Levels for multi-level methods, in the order given (e.g. ``(4, 2, 1)``, coarse to
+        fine): :meth:`downsampled` by each factor, and this grid itself for 1."""
+        levels = []
+        for factor in factors:
+            if int(factor) != factor or factor < 1:
+                raise ValueError(f"pyramid factors are whole numbers >= 1, got {factor!r}")
+            levels.append(self if factor == 1 else self.downsampled(int(factor)))
+        return levels
+
     # ----------------------------------------------------------------- properties
     @property
     def direction_matrix(self) -> np.ndarray:

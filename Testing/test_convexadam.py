@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from SAMRegistrationLib.encoders.fusion import joint_pca_volumes
+from SAMRegistrationLib import field_ops as ops
 from SAMRegistrationLib.methods import convexadam as ca
 from SAMRegistrationLib.metrics import jacobian_determinant
 
@@ -13,7 +14,7 @@ from SAMRegistrationLib.metrics import jacobian_determinant
 def test_box3_equals_padded_average_pool():
     x = torch.randn(1, 3, 7, 8, 9)
     reference = F.avg_pool3d(F.pad(x, [1] * 6, mode="replicate"), 3, stride=1)
-    assert torch.allclose(ca.box3(x), reference, atol=1e-6)
+    assert torch.allclose(ops.box3(x), reference, atol=1e-6)
 
 
 def test_cost_volume_matches_brute_force_and_label_order():
@@ -26,7 +27,7 @@ def test_cost_volume_matches_brute_force_and_label_order():
     for dx, dy, dz in ca.shift_offsets(radius, "cpu").long().tolist():
         shifted = padded[:, radius + dz:radius + dz + 7, radius + dy:radius + dy + 8, radius + dx:radius + dx + 9]
         raw.append(((fixed[0] - shifted) ** 2).sum(0))
-    assert torch.allclose(cost, ca.box3(ca.box3(torch.stack(raw))), atol=1e-5)
+    assert torch.allclose(cost, ops.box3(ops.box3(torch.stack(raw))), atol=1e-5)
 
 
 def test_convex_stage_finds_a_known_shift():
@@ -41,14 +42,14 @@ def test_convex_stage_finds_a_known_shift():
 
 def test_jacobian_matches_metrics_and_fold_repair_removes_folds():
     torch.manual_seed(2)
-    field = ca.box3(torch.randn(1, 3, 16, 17, 18) * 2.5, times=1)
-    det = ca.jacobian_det(field)
+    field = ops.box3(torch.randn(1, 3, 16, 17, 18) * 2.5, times=1)
+    det = ops.jacobian_det(field)
     ref = jacobian_determinant(field[0].permute(1, 2, 3, 0).numpy(), (1, 1, 1), np.eye(3))
     assert np.abs(det.numpy() - ref).max() < 1e-4
     assert (det <= 0).sum() > 0, "the test field should fold"
-    repaired, folded = ca.repair_folds(field)
+    repaired, folded = ops.repair_folds(field)
     assert folded == int((det <= 0).sum())
-    assert int((ca.jacobian_det(repaired) <= 0).sum()) == 0
+    assert int((ops.jacobian_det(repaired) <= 0).sum()) == 0
     untouched = (F.max_pool3d((det <= 0.5)[None, None].float(), 9, stride=1, padding=4)[0, 0] == 0)
     assert torch.equal(repaired[0][:, untouched], field[0][:, untouched])
 
@@ -80,7 +81,7 @@ def test_box3_passes_and_flat_axes_match_average_pool():
         reference = x
         for _ in range(3):
             reference = F.avg_pool3d(F.pad(reference, [1] * 6, mode="replicate"), 3, stride=1)
-        assert torch.allclose(ca.box3(x, times=3), reference, atol=1e-5)
+        assert torch.allclose(ops.box3(x, times=3), reference, atol=1e-5)
         assert torch.equal(x, before), "box3 must not modify its input"
 
 
@@ -89,11 +90,11 @@ def test_coupled_convex_matches_a_direct_argmin():
     cost = torch.rand(27, 5, 6, 7)
     offsets = ca.shift_offsets(1, "cpu")
     flat = cost.view(27, -1)
-    smooth = ca.box3(offsets[flat.argmin(0)].t().reshape(1, 3, 5, 6, 7))
+    smooth = ops.box3(offsets[flat.argmin(0)].t().reshape(1, 3, 5, 6, 7))
     for theta in ca.THETAS:                     # the definition: argmin of cost + theta |d - v|^2
         v = smooth.view(3, -1).t()
         score = flat + theta * ((offsets[:, None, :] - v[None]) ** 2).sum(-1)
-        smooth = ca.box3(offsets[score.argmin(0)].t().reshape(1, 3, 5, 6, 7))
+        smooth = ops.box3(offsets[score.argmin(0)].t().reshape(1, 3, 5, 6, 7))
     assert torch.allclose(ca.coupled_convex(cost, offsets, chunk=17), smooth, atol=1e-6)
 
 
@@ -103,13 +104,13 @@ def _adam_reference(fixed, moving, init, iterations, lambda_reg, lr, passes=3):
     param.grad = torch.zeros_like(param)
     optimiser = torch.optim.Adam([param], lr=lr)
     for _ in range(iterations):
-        field = ca.box3(param, times=passes).requires_grad_(True)
-        warped = ca.warp(moving, field)
+        field = ops.box3(param, times=passes).requires_grad_(True)
+        warped = ops.warp(moving, field)
         ((warped - fixed) ** 2).sum().div(fixed[0, 0].numel()).backward()
-        _, reg_grad = ca._diffusion_grad(field.detach())
-        param.grad = ca.box3(field.grad + lambda_reg * reg_grad, times=passes)
+        _, reg_grad = ops.diffusion_grad(field.detach())
+        param.grad = ops.box3(field.grad + lambda_reg * reg_grad, times=passes)
         optimiser.step()
-    return ca.box3(param, times=passes)
+    return ops.box3(param, times=passes)
 
 
 def test_adam_stage_gradient_equals_grid_sample_autograd():
@@ -126,7 +127,7 @@ def test_hand_written_adam_step_matches_torch_optim_adam():
     ours = torch.randn(2, 3, 4)
     theirs = ours.clone().requires_grad_(False)
     reference = torch.optim.Adam([theirs], lr=0.3)
-    step = ca.AdamStep(ours, lr=0.3)
+    step = ops.AdamStep(ours, lr=0.3)
     for _ in range(7):
         grad = torch.randn(2, 3, 4) * 5
         theirs.grad = grad.clone()

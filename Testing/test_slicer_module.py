@@ -45,7 +45,6 @@ def _slicer():
 
 def _volume(name: str, shift=(0, 0, 0)):
     """A small phantom volume node (the module's self-test phantom)."""
-    slicer = _slicer()
     test = sys.modules["SAMRegistration"].SAMRegistrationTest
     return test._volume(test(), test._phantom(shift), name)
 
@@ -256,7 +255,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_qt_timer_runner_cancel_returns_at_once_even_if_sigterm_is_ignored(harness):
-    slicer = _slicer()
     from SlicerSAMRegistrationLib.process import QtTimerRunner, makeRunner
     runner = makeRunner()
     assert isinstance(runner, QtTimerRunner)

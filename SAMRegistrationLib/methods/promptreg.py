@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from scipy.ndimage import binary_erosion, distance_transform_edt
 
 from ..errors import InputError
+from ..field_ops import identity_grid, voxel_to_normalised
 from ..registry import register_method
-from .convexadam import ConvexAdamResult, convex_adam, identity_grid, voxel_to_normalised
+from .convexadam import ConvexAdamResult, convex_adam
 
 DICE_WEIGHT = 0.3        # per-region soft Dice (mean over regions) against the feature SSD (total variance 1)
 # Per squared working voxel of contour distance (Chamfer, both directions). Off by default:
