@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import Cancelled, InputError, ResourceError, SamregError
+from .cli_params import add_parameter_options, parameter_values
 from .ownership import OutputLedger
 from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, check_input_files, is_out_of_memory,
                      key_metrics, one_line, package_version, parse_labels, validate_names)
@@ -117,21 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"))
     g.add_argument("--no-affine", dest="affine", action="store_false", default=None,
                    help="skip the built-in affine pre-alignment")
-    g = reg.add_argument_group("grid and features")
+    g = reg.add_argument_group("grid and run")
     g.add_argument("--spacing", type=_positive(float), metavar="MM", help="working-grid spacing in mm")
-    g.add_argument("--slice-step", type=_positive(int), metavar="K", help="encode every K-th slice")
-    g.add_argument("--slice-axis", choices=("auto", "x", "y", "z"))
-    g.add_argument("--pca-dims", type=_positive(int), metavar="D", help="feature channels after PCA")
     g.add_argument("--fixed-modality", choices=("auto", "ct", "mr"))
     g.add_argument("--moving-modality", choices=("auto", "ct", "mr"))
     g.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
                    help="do not read or write the feature cache")
     g.add_argument("--cache-dir", metavar="DIR", help="feature cache folder")
-    g = reg.add_argument_group("optimiser")
-    g.add_argument("--iterations", type=_positive(int, allow_zero=True), metavar="N")
-    g.add_argument("--lambda-reg", type=_positive(float, allow_zero=True), metavar="W",
-                   help="regularisation weight")
     g.add_argument("--threads", type=_positive(int), metavar="N", help="CPU threads")
+    add_parameter_options(reg)
     g = reg.add_argument_group("evaluation (optional)")
     g.add_argument("--fixed-seg", type=Path, metavar="PATH", help="fixed label map")
     g.add_argument("--moving-seg", type=Path, metavar="PATH", help="moving label map (warped too)")
@@ -188,9 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SETTING_OPTIONS = ("encoder", "method", "checkpoint", "device", "affine", "spacing", "slice_step",
-                    "slice_axis", "pca_dims", "fixed_modality", "moving_modality", "use_cache",
-                    "cache_dir", "iterations", "lambda_reg", "threads")
+_SETTING_OPTIONS = ("encoder", "method", "checkpoint", "device", "affine", "spacing", "fixed_modality",
+                    "moving_modality", "use_cache", "cache_dir", "threads")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -229,6 +223,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from .settings import Settings
 
     overrides = {k: getattr(args, k) for k in _SETTING_OPTIONS if getattr(args, k) is not None}
+    overrides.update(parameter_values(args))
     settings = Settings.from_dict(overrides)
     inputs = RegistrationInputs(fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
                                 fixed_seg=args.fixed_seg, moving_seg=args.moving_seg, labels=labels,

@@ -9,7 +9,6 @@ exactly those, never anything someone else wrote meanwhile.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import sys
 import threading
@@ -32,7 +31,9 @@ from .grid import Grid
 from .io_atomic import write_image_atomic, write_json_atomic
 from .ownership import OutputLedger
 from .progress import ProgressFn, Reporter
-from .registry import get_method, get_volume_encoder
+from .plugins import method_plugin
+from .problem import Problem
+from .registry import get_volume_encoder
 from .settings import Settings
 from .volume import check_values, foreground_mask, normalise_intensity, physical_overlap, read_volume
 
@@ -126,7 +127,7 @@ def anatomy_mask(fixed01: sitk.Image, moving01: sitk.Image, grid: Grid, affine: 
 
 WORKING_VOXEL_BUDGET = 1.8e6   # grids finer than the reference spacing stay within this many voxels
 LARGE_VOXEL_BUDGET = 3.5e6     # the reference spacing itself is afforded up to this many voxels
-REFERENCE_SPACING_MM = 1.5     # the spacing at which the default regularisation weight was tuned
+REFERENCE_SPACING_MM = 1.5     # the spacing the defaults were measured at
 
 
 def default_spacing(fixed01: sitk.Image) -> float:
@@ -146,29 +147,6 @@ def default_spacing(fixed01: sitk.Image) -> float:
 
     spacing = min(within(WORKING_VOXEL_BUDGET), max(REFERENCE_SPACING_MM, within(LARGE_VOXEL_BUDGET)))
     return round(max(min(fixed01.GetSpacing()), spacing), 2)
-
-
-ADAM_VOXEL_BUDGET = 1.0e6      # anatomy voxels the Adam stage evaluates at full working resolution
-ADAM_TARGET_SPACING_MM = 2.0   # the Adam field needs no finer grid than about this
-
-
-def adam_grid_factor(mask: torch.Tensor, spacing: float) -> int:
-    """Working voxels per Adam-grid voxel: the integer that brings the Adam grid nearest
-    ``ADAM_TARGET_SPACING_MM`` (1 at the brain's 1.5 mm, 2 at 1 mm), and at least 2 while the
-    anatomy exceeds the voxel budget.
-
-    Measured: spine at 1 mm, Adam grid 2 mm vs 1 mm: Dice 0.903 vs 0.892 (MIND), fewer folds
-    to repair (2.6 % vs 5.0 % before repair) and 2.5x faster; acdc067 over budget: 0.859 vs
-    0.862 and 5x faster; lung TRE 1.45 vs 1.43 mm.
-    """
-    factor = max(1, int(round(ADAM_TARGET_SPACING_MM / spacing)))
-    return factor if int(mask.sum()) <= ADAM_VOXEL_BUDGET else max(factor, 2)
-
-
-def effective_lambda(lambda_reg: float, spacing: float) -> float:
-    """Regularisation weight on a grid of ``spacing``: the fixed-width box smoother is physically
-    narrower on finer grids, so below the reference spacing the weight grows with (ref / s)^2."""
-    return lambda_reg * max(1.0, (REFERENCE_SPACING_MM / spacing) ** 2)
 
 
 def regions_on_grid(regions: dict, grid: Grid, affine: sitk.Transform) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,7 +223,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     encoder_factory = get_volume_encoder(settings.encoder)
-    method = get_method(settings.method)
+    method = method_plugin(settings.method)
 
     # ------------------------------------------------------------------ load
     with timer.stage("load"):
@@ -294,7 +272,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
     if spacing <= 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     grid = working_grid(fixed01, spacing)
-    check_memory(grid, settings.pca_dims + 12)
+    check_memory(grid, settings.encoder_params.pca_dims + 12)
 
     # ------------------------------------------------------------------ encode
     with timer.stage("encode"):
@@ -317,27 +295,28 @@ def register(inputs: RegistrationInputs, settings: Settings,
         from .prompting.pairs import paired_regions
         with timer.stage("prompts"):
             regions = paired_regions({"fixed": fixed01, "moving": moving01}, prompts, affine, settings, reporter)
-    elif settings.method == "promptreg":
-        raise InputError("the promptreg method needs point prompts (--moving-prompts and/or --fixed-prompts) "
+    elif method.needs_prompts:
+        raise InputError(f"the {method.name} method needs point prompts (--moving-prompts and/or --fixed-prompts) "
                          "or --auto-prompts K")
 
     # ------------------------------------------------------------------ optimise
     with timer.stage("optimise"):
-        reporter("optimise", 0.0, f"{settings.method} on {tuple(grid.size)} working grid")
+        reporter("optimise", 0.0, f"{method.name} on {tuple(grid.size)} working grid")
         try:
             mask = anatomy_mask(fixed01, moving01, grid, affine).to(device)
-            method_settings = dataclasses.replace(
-                settings, lambda_reg=effective_lambda(settings.lambda_reg, spacing),
-                grid_sp_adam=settings.grid_sp_adam or adam_grid_factor(mask, spacing))
-            region_masks = regions_on_grid(regions, grid, affine) if regions else None
-            landmarks = click_landmarks(prompts, grid, affine)
-            result = method(fixed_feats.to(device), moving_feats.to(device), method_settings, reporter, mask=mask,
-                            regions=region_masks, landmarks=landmarks)
+            encoded = [fixed_feats, moving_feats]
+            del fixed_feats, moving_feats
+            problem = Problem(grid=grid, fixed_image=fixed01, moving_image=moving01, affine=affine, mask=mask,
+                              device=device, reporter=reporter, encode=lambda: (encoded[0], encoded[1]),
+                              regions=regions_on_grid(regions, grid, affine) if regions else None,
+                              landmarks=click_landmarks(prompts, grid, affine))
+            result = method.run(problem, settings.method_params)
         except (MemoryError, torch.OutOfMemoryError) as exc:
             raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "
                                 "use a coarser --spacing") from None
-        field = result.displacement.cpu()
-        del fixed_feats, moving_feats
+        field = result.field.to_voxels().cpu()
+        problem.release_features()
+        encoded.clear()
         reporter("optimise", 1.0, "optimisation done")
 
     # ------------------------------------------------------------------ write
@@ -409,9 +388,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
                          "affine": affine_report, "encoder": encoder_info,
                          "regions": {side: infos for side, (_, infos) in regions.items()},
                          "auto_prompts": sampled,
-                         "method": {**result.info, "lambda_effective": method_settings.lambda_reg,
-                                    "grid_sp_adam": method_settings.grid_sp_adam,
-                                    "anatomy_voxels": int(mask.sum())}},
+                         "method": result.info},
             "device": str(device),
             "timings": timer.report(),
             "peak_rss_mb": round(peak_rss_mb(), 1),

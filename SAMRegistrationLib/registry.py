@@ -1,7 +1,7 @@
-"""Name -> factory registries for encoders and methods.
+"""Name -> factory registries for encoders; methods are plug-ins found by :mod:`.plugins`.
 
-A new encoder or method is one module that calls one of the ``register_*`` decorators at
-import time; :func:`load_plugins` imports the built-in modules so the registries are full.
+A new encoder is one module that calls one of the ``register_*`` decorators at import time;
+:func:`load_plugins` imports the built-in modules so the registries are full.
 """
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from .errors import InputError
 SLICE_ENCODERS: Dict[str, Callable] = {}
 #: volume feature extractors: name -> factory(settings) -> VolumeEncoder
 VOLUME_ENCODERS: Dict[str, Callable] = {}
-#: registration methods: name -> run(fixed, moving, settings, reporter=None, mask=None,
-#: regions=None, landmarks=None) -> ConvexAdamResult-like (``displacement``, ``info``); features
-#: are (C, D, H, W) on the working grid, ``regions``/``landmarks`` come from point prompts
-METHODS: Dict[str, Callable] = {}
 
 _BUILTIN_MODULES = (
     "SAMRegistrationLib.encoders.litemedsam",
@@ -26,8 +22,6 @@ _BUILTIN_MODULES = (
     "SAMRegistrationLib.encoders.slicewise",
     "SAMRegistrationLib.encoders.fusion",
     "SAMRegistrationLib.encoders.auto",
-    "SAMRegistrationLib.methods.convexadam",
-    "SAMRegistrationLib.methods.promptreg",
 )
 _loaded = False
 
@@ -35,7 +29,6 @@ _loaded = False
 #: installed yet where a GUI fills its menus); a test keeps these equal to the registries
 BUILTIN_ENCODER_NAMES = ("auto", "litemedsam", "litemedsam+mind", "medsam-vit-b", "mind",
                          "sam-vit-b", "sam-vit-h", "sam-vit-l")
-BUILTIN_METHOD_NAMES = ("convexadam", "promptreg")
 
 
 def _register(table: Dict[str, Callable], kind: str, name: str):
@@ -55,16 +48,6 @@ def register_volume_encoder(name: str):
     return _register(VOLUME_ENCODERS, "encoder", name)
 
 
-#: methods that need point prompts (a benchmark without clicks leaves them out)
-PROMPT_METHODS: set = set()
-
-
-def register_method(name: str, needs_prompts: bool = False):
-    if needs_prompts:
-        PROMPT_METHODS.add(name)
-    return _register(METHODS, "method", name)
-
-
 def load_plugins() -> None:
     global _loaded
     if _loaded:
@@ -81,8 +64,8 @@ def encoder_names() -> List[str]:
 
 
 def method_names() -> List[str]:
-    load_plugins()
-    return sorted(METHODS)
+    from .plugins import method_names as names
+    return names()
 
 
 def get_volume_encoder(name: str) -> Callable:
@@ -93,9 +76,7 @@ def get_volume_encoder(name: str) -> Callable:
         raise InputError(f"unknown encoder {name!r}; choose one of: {', '.join(sorted(VOLUME_ENCODERS))}") from None
 
 
-def get_method(name: str) -> Callable:
-    load_plugins()
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}") from None
+def get_method(name: str):
+    """The method plug-in called ``name`` (InputError naming the choices otherwise)."""
+    from .plugins import method_plugin
+    return method_plugin(name)

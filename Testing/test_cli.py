@@ -140,7 +140,7 @@ def test_settings_only_given_options_override(monkeypatch, tmp_path):
     status = cli.main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(tmp_path / "o"),
                        "--encoder", "mind", "--spacing", "3", "--no-affine", "--iterations", "5", "--quiet"])
     assert status == 0
-    expected = Settings(encoder="mind", spacing=3.0, affine=False, iterations=5)
+    expected = Settings(encoder="mind", spacing=3.0, affine=False, method_params={"iterations": 5})
     assert seen["settings"] == expected
     assert seen["inputs"].fixed == files["fixed"] and seen["inputs"].labels is None
 
@@ -272,7 +272,7 @@ def test_demo_recovers_known_field(tmp_path):
     from SAMRegistrationLib.demo import run_demo
     from SAMRegistrationLib.settings import Settings
 
-    results = run_demo(tmp_path / "demo", settings=Settings(encoder="mind", iterations=30),
+    results = run_demo(tmp_path / "demo", settings=Settings(encoder="mind", method_params={"iterations": 30}),
                        spacing=4.0, verbose=False)
     for name in ("fixed.nii.gz", "moving.nii.gz", "fixed_seg.nii.gz", "moving_seg.nii.gz",
                  "true_displacement.nrrd"):

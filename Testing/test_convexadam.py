@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from SAMRegistrationLib.encoders.fusion import joint_pca_volumes
 from SAMRegistrationLib import field_ops as ops
-from SAMRegistrationLib.methods import convexadam as ca
+from SAMRegistrationLib import optimisers as ca
 from SAMRegistrationLib.metrics import jacobian_determinant
 
 

@@ -196,6 +196,6 @@ def test_feature_cache_hit_miss_and_damage(tmp_path):
     _, hit5 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
     assert not hit5 and len(calls) == 4
     # use_cache=False never reads or writes
-    settings.use_cache = False
+    settings = settings.replaced(use_cache=False)
     _, hit6 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
     assert not hit6 and len(calls) == 5

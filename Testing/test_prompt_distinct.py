@@ -10,8 +10,11 @@ from test_prompt_segment import ellipsoid_volume
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompting.distinct import distinctness, gradient_magnitude, indistinct
 from SAMRegistrationLib.prompting.pairs import DistinctnessCheck
-from SAMRegistrationLib.settings import Settings
+from SAMRegistrationLib.settings import PromptParams, Settings
 from SAMRegistrationLib.volume import normalise_intensity
+
+#: the default object-check bounds
+BOUNDS = (PromptParams().min_edge, PromptParams().min_contrast)
 
 
 @pytest.fixture(scope="module")
@@ -24,18 +27,18 @@ def image_and_blob():
 def test_a_structure_is_distinct_and_a_blob_across_tissue_is_not(image_and_blob):
     intensity, gradient, blob = image_and_blob
     structure = distinctness(intensity, gradient, blob)
-    assert not indistinct(structure), structure
+    assert not indistinct(structure, *BOUNDS), structure
 
     plain = np.zeros_like(blob)
     plain[5:11, 45:65, 12:28] = True               # textured body tissue, no structure in it
     assert not (plain & blob).any()
-    assert indistinct(distinctness(intensity, gradient, plain))
+    assert indistinct(distinctness(intensity, gradient, plain), *BOUNDS)
 
     box = np.zeros_like(blob)                      # the structure and the tissue around it, as a box
     zs, ys, xs = np.nonzero(blob)
     box[zs.min():zs.max() + 1, ys.min() - 8:ys.max() + 9, xs.min() - 8:xs.max() + 9] = True
     boxed = distinctness(intensity, gradient, box)
-    assert boxed["edge"] < structure["edge"] and indistinct(boxed), (boxed, structure)
+    assert boxed["edge"] < structure["edge"] and indistinct(boxed, *BOUNDS), (boxed, structure)
 
 
 def test_a_region_too_small_to_have_an_inside_is_not_distinct(image_and_blob):
@@ -47,12 +50,12 @@ def test_a_region_too_small_to_have_an_inside_is_not_distinct(image_and_blob):
 
 @pytest.mark.parametrize("value", [-1, "high", float("nan"), True])
 def test_bad_distinctness_bounds_are_clear_errors(value):
-    with pytest.raises(InputError, match="prompt_min_edge"):
-        DistinctnessCheck({}, {}, Settings(extra={"prompt_min_edge": value}))
+    with pytest.raises(InputError, match="setting 'prompt_params.min_edge'"):
+        Settings.parse({"prompt_params": {"min_edge": value}})
 
 
 def test_zero_bounds_turn_the_check_off():
-    check = DistinctnessCheck({}, {}, Settings(extra={"prompt_min_edge": 0, "prompt_min_contrast": 0}))
+    check = DistinctnessCheck({}, {}, Settings.parse({"prompt_params": {"min_edge": 0.0, "min_contrast": 0.0}}))
     assert not indistinct({"edge": 0.0, "contrast": 0.0}, check.min_edge, check.min_contrast)
 
 

@@ -44,7 +44,7 @@ def ellipsoid_volume() -> tuple[sitk.Image, np.ndarray, np.ndarray]:
 def canvas_and_truth(tmp_path_factory):
     image, blob, centre = ellipsoid_volume()
     image01, _ = normalise_intensity(image, "auto")
-    settings = Settings(cache_dir=str(tmp_path_factory.mktemp("cache")), slice_step=1)
+    settings = Settings(cache_dir=str(tmp_path_factory.mktemp("cache")), encoder_params={"slice_step": 1})
     return image01, slice_canvas(image01, settings), blob, centre
 
 
@@ -108,8 +108,8 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     report = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "out",
                                          fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
                                          prompts=prompts),
-                      Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), slice_step=1,
-                               iterations=20))
+                      Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), encoder_params={"slice_step": 1},
+                               method_params={"iterations": 20}))
     regions = sitk.ReadImage(str(tmp_path / "out" / "moving_regions.nii.gz"))
     assert regions.GetSize() == moving.GetSize()
     assert sitk.ReadImage(str(tmp_path / "out" / "fixed_regions.nii.gz")).GetSize() == image.GetSize()
@@ -128,8 +128,8 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     auto = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "auto",
                                        fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
                                        auto_prompts=2),
-                    Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), slice_step=1,
-                             iterations=20))
+                    Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), encoder_params={"slice_step": 1},
+                             method_params={"iterations": 20}))
     assert [p["label"] for p in auto["resolved"]["auto_prompts"]] == ["auto-1", "auto-2"]
     for side in ("moving", "fixed"):
         assert [r["label"] for r in auto["resolved"]["regions"][side]] == ["auto-1", "auto-2"]
@@ -147,7 +147,7 @@ def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, t
     fixed01, fixed_canvas, blob, centre = canvas_and_truth
     shift = np.array([8.0, -6.0, 6.0])
     moving01 = translated(fixed01, shift)
-    settings = Settings(cache_dir=str(tmp_path), slice_step=1)
+    settings = Settings(cache_dir=str(tmp_path), encoder_params={"slice_step": 1})
     moving_canvas = slice_canvas(moving01, settings)
     segmenter = RegionSegmenter(decoder)
     moving_mask, _ = segmenter.segment(moving_canvas, Structure("blob", [centre + shift]))
@@ -172,7 +172,7 @@ def test_a_found_region_must_lead_back_to_its_source(canvas_and_truth, decoder, 
     from SAMRegistrationLib.prompting.pairs import _matches_back
     fixed01, fixed_canvas, blob, centre = canvas_and_truth
     shift = np.array([8.0, -6.0, 6.0])
-    moving_canvas = slice_canvas(translated(fixed01, shift), Settings(cache_dir=str(tmp_path), slice_step=1))
+    moving_canvas = slice_canvas(translated(fixed01, shift), Settings(cache_dir=str(tmp_path), encoder_params={"slice_step": 1}))
     segmenter = RegionSegmenter(decoder)
     canvases = {"fixed": fixed_canvas, "moving": moving_canvas}
     identity = {"fixed": sitk.Transform(), "moving": sitk.Transform()}
@@ -214,8 +214,8 @@ def test_hausdorff_discrepancy_names_the_leak_and_the_miss():
 def test_prompt_views_are_checked_by_name():
     from SAMRegistrationLib.prompting.pairs import marginalisation_views
     assert marginalisation_views(Settings()) == ["flip-cols"]
-    assert marginalisation_views(Settings(extra={"prompt_views": []})) == []
-    assert marginalisation_views(Settings(extra={"prompt_views": "zoom-out"})) == ["zoom-out"]
-    assert marginalisation_views(Settings(extra={"prompt_views": ["flip-rows", "rot180"]})) == ["flip-rows", "rot180"]
-    with pytest.raises(InputError, match="unknown prompt view.*'mirror'.*flip-cols"):
-        marginalisation_views(Settings(extra={"prompt_views": ["mirror"]}))
+    assert marginalisation_views(Settings(prompt_params={"views": []})) == []
+    assert marginalisation_views(Settings.parse({"prompt_params": {"views": "zoom-out"}})) == ["zoom-out"]
+    assert marginalisation_views(Settings(prompt_params={"views": ["flip-rows", "rot180"]})) == ["flip-rows", "rot180"]
+    with pytest.raises(InputError, match="setting 'prompt_params.views.0'.*flip-cols.*got 'mirror'"):
+        Settings.parse({"prompt_params": {"views": ["mirror"]}})

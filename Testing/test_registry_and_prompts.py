@@ -1,4 +1,4 @@
-"""The registry's torch-free name lists, and prompt sets in worker jobs."""
+"""The registry's torch-free name lists, method plug-in discovery, and prompt sets in worker jobs."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,24 @@ from test_cli import write_pair
 
 def test_builtin_name_lists_match_the_registries():
     assert sorted(registry.BUILTIN_ENCODER_NAMES) == registry.encoder_names()
-    assert sorted(registry.BUILTIN_METHOD_NAMES) == registry.method_names()
+
+
+def test_methods_are_discovered_by_module_and_load_without_torch():
+    """Every module of the methods package is a plug-in named after its method, and listing
+    them (names, parameters) imports neither torch nor numpy."""
+    import subprocess
+    import sys
+    from SAMRegistrationLib import plugins
+    assert plugins.method_module_names() == plugins.method_names() == registry.method_names()
+    assert {"convexadam", "promptreg"} <= set(plugins.method_names())
+    for name, plugin in plugins.methods().items():
+        assert plugin.run.__module__ == f"SAMRegistrationLib.methods.{name}"
+        assert callable(plugin.run) and plugin.summary
+    probe = subprocess.run([sys.executable, "-c", "import sys; from SAMRegistrationLib import plugins, cli; "
+                            "[p.Params() for p in plugins.methods().values()]; cli.build_parser(); "
+                            "print('torch' in sys.modules, 'numpy' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.split() == ["False", "False"], probe.stderr
 
 
 def test_a_prompt_set_is_validated_and_normalised():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from SAMRegistrationLib.methods.sampling import channels_last_table, ssd_value_and_gradient
+from SAMRegistrationLib.trilinear import channels_last_table, ssd_value_and_gradient
 
 
 @pytest.mark.parametrize("shape", [(6, 7, 8), (1, 7, 8), (5, 1, 4)])

@@ -30,7 +30,7 @@ from SlicerSAMRegistrationLib.scene_logic import (RegistrationCancelled, Registr
                                                   SceneRegistrationLogic)
 
 SHIFT_LPS = np.array([5.0, -3.0, 4.0])        # content shift of the moving image, LPS mm
-FAST = {"encoder": "mind", "iterations": 30}
+FAST = {"encoder": "mind", "method_params": {"iterations": 30}}
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -25,7 +25,7 @@ REASON = slicer_harness.unavailableReason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 UI_FILE = slicer_harness.MODULE_DIR / "Resources" / "UI" / "SAMRegistration.ui"
-FAST = {"encoder": "mind", "iterations": 30}
+FAST = {"encoder": "mind", "method_params": {"iterations": 30}}
 
 
 @pytest.fixture

@@ -260,14 +260,19 @@ def test_presets_fill_the_panel_and_the_panel_is_what_runs():
         values = widget_helpers.presetValues(preset)
         assert values["encoder"] in choices.encoder_names() and values["method"] in choices.method_names()
         settings = widget_helpers.settingsFromParameters(_parameters(preset))
-        Settings.from_dict(settings)   # the engine accepts every key and value
+        engine = Settings.from_dict(settings)   # the engine accepts every key and value
         for key, value in choices.PRESETS[preset].items():
-            assert settings[key] == value, (preset, key)
+            if isinstance(value, dict):        # a nested section: the preset's values are in it
+                assert {k: settings[key][k] for k in value} == value, (preset, key)
+                assert {k: getattr(getattr(engine, key), k) for k in value} == value, (preset, key)
+            else:
+                assert settings[key] == value, (preset, key)
     balanced = widget_helpers.settingsFromParameters(_parameters("balanced"))
-    assert balanced["spacing"] is None and balanced["slice_step"] is None and balanced.get("checkpoint") is None
+    assert balanced["spacing"] is None and balanced["encoder_params"]["slice_step"] is None
+    assert balanced.get("checkpoint") is None
     edited = widget_helpers.settingsFromParameters(
         _parameters("accurate", sliceStep=0, spacing=1.5, encoder="sam-vit-b", checkpointPath=" /w/sam.pth "))
-    assert edited["slice_step"] is None          # 0 = auto even where the preset sets a step
+    assert edited["encoder_params"]["slice_step"] is None   # 0 = auto even where the preset sets a step
     assert edited["spacing"] == 1.5 and edited["encoder"] == "sam-vit-b" and edited["checkpoint"] == "/w/sam.pth"
     assert widget_helpers.presetValues("fast")["encoder"] == "mind"
     with pytest.raises(ValueError):

@@ -113,7 +113,7 @@ def test_sigterm_cancels_cleanly(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("pre-existing")
     # many iterations so the job is still running when the signal arrives
-    job = write_job(tmp_path, settings={"encoder": "mind", "iterations": 100000, "use_cache": False})
+    job = write_job(tmp_path, settings={"encoder": "mind", "method_params": {"iterations": 100000}, "use_cache": False})
     before = sorted(os.listdir(out))
     proc = start_worker(job)
     lines: list[str] = []

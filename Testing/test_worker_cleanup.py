@@ -80,7 +80,7 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
 def test_cancelled_run_keeps_files_saved_by_others(tmp_path):
     write_pair(tmp_path / "in", with_segs=False)
     # many iterations so the job is still optimising when the signal arrives
-    job = write_job(tmp_path, settings={"encoder": "mind", "iterations": 100000, "use_cache": False})
+    job = write_job(tmp_path, settings={"encoder": "mind", "method_params": {"iterations": 100000}, "use_cache": False})
     proc = start_worker(job)
     reader = EventReader(proc)
     reader.wait_for("optimise")
@@ -104,7 +104,7 @@ def test_run_failing_while_moving_outputs_keeps_others_and_removes_its_own(tmp_p
     (out / "report.json").mkdir(parents=True)
     (out / "report.json" / "inside.txt").write_text("a folder that was there before")
     # enough iterations that the files below are saved before the write stage begins
-    job = write_job(tmp_path, settings={"encoder": "mind", "iterations": 800, "use_cache": False})
+    job = write_job(tmp_path, settings={"encoder": "mind", "method_params": {"iterations": 800}, "use_cache": False})
     proc = start_worker(job)
     reader = EventReader(proc)
     reader.wait_for("optimise")

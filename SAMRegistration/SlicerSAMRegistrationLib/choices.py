@@ -1,61 +1,88 @@
 """What the module offers in its menus: encoders, methods, presets and devices.
 
-Names come from the engine's registry: its torch-free list of built-in names (a test keeps it
-equal to the loaded registries) plus anything registered already. Listing them never imports
-torch: the GUI fills its menus before the first Apply installs the engine's dependencies.
+Method names are the modules of the engine's methods package (listed, not imported); encoder
+names come from the engine's registry (its torch-free list of built-in names, which a test
+keeps equal to the loaded registries). Listing them imports neither torch nor pydantic: the
+GUI fills its menus before the first Apply installs the engine's requirements.
+
+Settings here are the engine's nested settings dict (``SAMRegistrationLib/settings.py``):
+shared keys at the top, ``encoder_params`` and ``method_params`` nested.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import copy
+from typing import Any, Optional
 
-from SAMRegistrationLib import registry
-from SAMRegistrationLib.settings import Settings
+from SAMRegistrationLib import plugins, registry
 
 DEVICES = ("auto", "cpu", "cuda")
+SECTIONS = ("encoder_params", "prompt_params", "method_params")
 
 #: preset -> engine settings that differ from the defaults
 PRESETS: dict[str, dict[str, Any]] = {
     # MIND-SSC only: no foundation-model encoding, fewer Adam steps
-    "fast": {"encoder": "mind", "iterations": 30, "ic_iterations": 5},
+    "fast": {"encoder": "mind", "method_params": {"iterations": 30, "ic_iterations": 5}},
     # the engine's measured defaults (LiteMedSAM fused with MIND-SSC; MIND alone across contrasts)
     "balanced": {},
     # denser slice encoding and a longer instance optimisation
-    "accurate": {"slice_step": 2, "iterations": 100},
+    "accurate": {"encoder_params": {"slice_step": 2}, "method_params": {"iterations": 100}},
 }
 DEFAULT_PRESET = "balanced"
 
-
-def _names(table: dict, builtin) -> list[str]:
-    # The built-in names plus whatever is registered already; plugins are not loaded here,
-    # because that would import torch into the GUI process (only the worker needs it).
-    return sorted(set(builtin) | set(table))
+#: the engine defaults of what the panel shows, for before pydantic is installed (a test keeps
+#: them equal to ``Settings()``)
+PANEL_DEFAULTS: dict[str, Any] = {
+    "encoder": "auto", "method": "convexadam", "device": "auto", "spacing": None,
+    "encoder_params": {"slice_step": None, "pca_dims": 12},
+    "method_params": {"lambda_reg": 0.3, "iterations": 50},
+}
 
 
 def encoder_names() -> list[str]:
-    return _names(registry.VOLUME_ENCODERS, registry.BUILTIN_ENCODER_NAMES)
+    # The built-in names plus whatever is registered already; encoder modules are not loaded
+    # here, because that would import torch into the GUI process (only the worker needs it).
+    return sorted(set(registry.BUILTIN_ENCODER_NAMES) | set(registry.VOLUME_ENCODERS))
 
 
 def method_names() -> list[str]:
-    return _names(registry.METHODS, registry.BUILTIN_METHOD_NAMES)
+    return plugins.method_module_names()
 
 
 def default_settings() -> dict[str, Any]:
-    """The engine's default settings as a plain dict (``spacing``/``slice_step`` None = auto)."""
-    return dataclasses.asdict(Settings())
+    """The engine's default settings as a nested dict (``spacing``/``slice_step`` None = auto);
+    the panel's part of them while the engine's requirements are not installed yet."""
+    try:
+        from SAMRegistrationLib.settings import Settings
+    except ImportError:                     # pydantic comes with the first Apply's installation
+        return copy.deepcopy(PANEL_DEFAULTS)
+    return Settings().to_dict()
 
 
-def settings_from(preset: str, **overrides: Any) -> dict[str, Any]:
-    """The settings ``preset`` changes, with every non-None override applied on top.
+def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` applied; the nested sections are merged key by key."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if key in SECTIONS and isinstance(value, dict):
+            result[key] = {**(result.get(key) or {}), **value}
+        else:
+            result[key] = value
+    return result
 
-    Settings left out keep the engine's defaults, so a job file states only what was chosen.
+
+def settingValue(settings: dict[str, Any], path: str) -> Any:
+    """The value at ``path`` ("spacing" or "method_params.iterations") of a settings dict."""
+    section, _, name = path.rpartition(".")
+    return (settings.get(section) or {}).get(name) if section else settings.get(name)
+
+
+def settings_from(preset: str, nested: Optional[dict[str, Any]] = None, **overrides: Any) -> dict[str, Any]:
+    """The settings ``preset`` changes, with the non-None ``overrides`` (top-level settings) and
+    ``nested`` (a settings dict, sections merged) applied on top.
+
+    Settings left out keep the engine's defaults, so a job file states only what was chosen;
+    the engine checks every key and value when the job runs (one line for a bad one).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    known = set(default_settings())
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-    chosen = dict(PRESETS[preset])
-    chosen.update({key: value for key, value in overrides.items() if value is not None})
-    return chosen
+    chosen = merged(PRESETS[preset], {key: value for key, value in overrides.items() if value is not None})
+    return merged(chosen, nested or {})

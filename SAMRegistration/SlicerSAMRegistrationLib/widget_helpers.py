@@ -40,13 +40,14 @@ CHOICE_COMBOS = {
     "deviceComboBox": "device",
 }
 
-#: parameter-node field -> engine setting, for the numeric fields of the Advanced section
+#: parameter-node field -> engine setting (a dotted path into the nested settings), for the
+#: numeric fields of the Advanced section
 NUMERIC_SETTINGS = {
     "spacing": "spacing",
-    "sliceStep": "slice_step",
-    "pcaDims": "pca_dims",
-    "lambdaReg": "lambda_reg",
-    "iterations": "iterations",
+    "sliceStep": "encoder_params.slice_step",
+    "pcaDims": "encoder_params.pca_dims",
+    "lambdaReg": "method_params.lambda_reg",
+    "iterations": "method_params.iterations",
 }
 #: fields where 0 in the panel means "automatic" (None for the engine)
 ZERO_MEANS_AUTO = ("spacing", "sliceStep")
@@ -102,13 +103,12 @@ def presetValues(preset: str, choicesModule=None) -> dict[str, Any]:
     choices = _choices(choicesModule)
     if preset not in choices.PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(choices.PRESETS)}")
-    merged = dict(choices.default_settings())
-    merged.update(choices.PRESETS[preset])
+    merged = choices.merged(choices.default_settings(), choices.PRESETS[preset])
     values: dict[str, Any] = {"encoder": merged["encoder"], "method": merged["method"]}
     if "device" in choices.PRESETS[preset]:
         values["device"] = merged["device"]
-    for field, key in NUMERIC_SETTINGS.items():
-        value = merged.get(key)
+    for field, path in NUMERIC_SETTINGS.items():
+        value = choices.settingValue(merged, path)
         if field in ZERO_MEANS_AUTO and value is None:
             value = 0
         values[field] = value
@@ -133,14 +133,18 @@ def settingsFromParameters(parameters, choicesModule=None) -> dict[str, Any]:
         "device": getattr(parameters, "device", "") or None,
         "checkpoint": checkpoint or None,
     }
-    for field, key in NUMERIC_SETTINGS.items():
-        overrides[key] = getattr(parameters, field)
-    settings = choices.settings_from(getattr(parameters, "preset", "") or choices.DEFAULT_PRESET, **overrides)
-    for field in ZERO_MEANS_AUTO:
-        key = NUMERIC_SETTINGS[field]
+    nested: dict[str, Any] = {}
+    for field, path in NUMERIC_SETTINGS.items():
         value = getattr(parameters, field)
-        settings[key] = value if value and value > 0 else None
-    return settings
+        if field in ZERO_MEANS_AUTO and not (value and value > 0):
+            value = None
+        section, _, name = path.rpartition(".")
+        if section:
+            nested.setdefault(section, {})[name] = value
+        else:
+            nested[name] = value
+    preset = getattr(parameters, "preset", "") or choices.DEFAULT_PRESET
+    return choices.settings_from(preset, nested, **overrides)
 
 
 def needsCheckpoint(encoder: str) -> bool:

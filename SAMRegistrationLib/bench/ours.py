@@ -50,11 +50,10 @@ class OurMethod:
 
 def our_methods(default_encoder: str, default_method: str) -> list[OurMethod]:
     """Every registered method with the benchmark encoders, plus the default re-run warm."""
-    from ..registry import METHODS, PROMPT_METHODS, load_plugins
+    from ..plugins import method_names, prompt_methods
 
-    load_plugins()
     # the cases have no clicks, so methods that need point prompts are not benchmarked here
-    methods = [OurMethod(m, e) for m in sorted(set(METHODS) - PROMPT_METHODS) for e in BENCH_ENCODERS]
+    methods = [OurMethod(m, e) for m in sorted(set(method_names()) - prompt_methods()) for e in BENCH_ENCODERS]
     methods.append(OurMethod(default_method, default_encoder, warm=True))
     return methods
 

@@ -1,7 +1,7 @@
 """Fusion of a foundation-model encoder with MIND-SSC: concatenated, each part at the same
-total variance, MIND weighted by ``settings.mind_weight`` (fine local structure from MIND,
+total variance, MIND weighted by ``settings.encoder_params.mind_weight`` (fine local structure from MIND,
 semantic correspondence from the foundation model), then optionally reduced by a joint PCA
-to ``settings.fusion_dims`` channels, since the optimiser's cost grows with them."""
+to ``settings.encoder_params.fusion_dims`` channels, since the optimiser's cost grows with them."""
 from __future__ import annotations
 
 import math
@@ -16,8 +16,8 @@ class FusionEncoder:
     def __init__(self, parts: list[str], settings) -> None:
         self.name = "+".join(parts)
         self.parts = [get_volume_encoder(p)(settings) for p in parts]
-        self.weights = [1.0 if p != "mind" else float(settings.mind_weight) for p in parts]
-        self.fusion_dims = settings.fusion_dims
+        self.weights = [1.0 if p != "mind" else float(settings.encoder_params.mind_weight) for p in parts]
+        self.fusion_dims = settings.encoder_params.fusion_dims
 
     def features(self, fixed01, moving01, affine, grid, reporter):
         fixed_parts, moving_parts, info = [], [], {}

@@ -13,7 +13,6 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..grid import Grid
 from ..registry import register_volume_encoder
 from ..resample import image_on_grid
@@ -159,12 +158,9 @@ class MindEncoder:
     name = "mind"
 
     def __init__(self, settings) -> None:
-        self.radius = int(settings.extra.get("mind_radius", 1))
-        self.dilation = int(settings.extra.get("mind_dilation", 2))
-        self.oversample = settings.extra.get("mind_oversample")    # None: chosen per grid
-        if self.oversample is not None and (isinstance(self.oversample, bool) or not isinstance(self.oversample, int)
-                                            or self.oversample < 1):
-            raise InputError(f"extra.mind_oversample must be a whole number >= 1, got {self.oversample!r}")
+        params = settings.encoder_params          # types and ranges checked by EncoderParams
+        self.radius, self.dilation = params.mind_radius, params.mind_dilation
+        self.oversample = params.mind_oversample    # None: chosen per grid
 
     def _on_grid(self, image: sitk.Image, grid: Grid, transform, oversample: int) -> torch.Tensor:
         fine = grid.with_spacing(tuple(s / oversample for s in grid.spacing)) if oversample > 1 else grid

@@ -307,9 +307,9 @@ class SliceWiseEncoder:
         return f"{checkpoint}"
 
     def stack(self, image01: sitk.Image, reporter, fraction, view: str = "identity") -> tuple[FeatureStack, dict]:
-        axis = choose_axis(image01, self.settings.slice_axis)
+        axis = choose_axis(image01, self.settings.encoder_params.slice_axis)
         lo, hi = _foreground_box(image01)
-        step = choose_step(image01.GetSpacing()[axis], self.settings.slice_step, int(hi[axis] - lo[axis]))
+        step = choose_step(image01.GetSpacing()[axis], self.settings.encoder_params.slice_step, int(hi[axis] - lo[axis]))
 
         def make():
             return encode_stack(image01, self.model(), axis, step, reporter, fraction, view)
@@ -324,7 +324,7 @@ class SliceWiseEncoder:
         fixed_stack, fixed_info = self.stack(fixed01, reporter, (0.0, 0.45))
         moving_stack, moving_info = self.stack(moving01, reporter, (0.45, 0.9))
         reporter("encode", 0.9, "joint PCA")
-        dims = int(self.settings.pca_dims)
+        dims = int(self.settings.encoder_params.pca_dims)
         mean, basis = joint_pca([fixed_stack, moving_stack], dims)
         points = grid.world_points()
         fixed = sample_tensor(project(fixed_stack, mean, basis), fixed_stack.grid, points)[0]

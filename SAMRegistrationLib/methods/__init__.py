@@ -1,1 +1,3 @@
-"""Registration methods. Each module registers itself with :mod:`SAMRegistrationLib.registry`."""
+"""Registration methods: one plug-in module each (see :mod:`SAMRegistrationLib.plugins`).
+
+Modules here import torch only inside their functions, so that listing methods stays light."""

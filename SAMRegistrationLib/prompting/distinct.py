@@ -18,12 +18,6 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.ndimage import binary_dilation, binary_erosion
 
-#: a region whose boundary's mean gradient is below this multiple of the mean gradient of the
-#: band around the boundary does not follow image edges
-MIN_EDGE_RATIO = 1.25
-#: a region whose mean intensity differs from its surrounding shell's by less than this many
-#: of its own standard deviations does not stand out
-MIN_CONTRAST = 1.0
 BAND_VOXELS = 3          # half-width of the boundary band and width of the surrounding shell
 GRADIENT_SIGMA_MM = 1.0
 
@@ -56,7 +50,9 @@ def distinctness(intensity: np.ndarray, gradient: np.ndarray, region: np.ndarray
     return {"edge": round(edge, 3), "contrast": round(contrast, 3)}
 
 
-def indistinct(stats: dict[str, float], min_edge: float = MIN_EDGE_RATIO,
-               min_contrast: float = MIN_CONTRAST) -> bool:
-    """Whether a region with these :func:`distinctness` figures is not an object in its image."""
+def indistinct(stats: dict[str, float], min_edge: float, min_contrast: float) -> bool:
+    """Whether a region with these :func:`distinctness` figures is not an object in its image:
+    its boundary's mean gradient is below ``min_edge`` times the band's around it (it does not
+    follow edges), or its inside differs from its shell by less than ``min_contrast`` of its
+    own standard deviations (it does not stand out); bounds: ``PromptParams``."""
     return stats["edge"] < min_edge or stats["contrast"] < min_contrast

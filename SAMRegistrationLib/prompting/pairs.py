@@ -15,11 +15,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..device import resolve_device
-from ..errors import InputError
 from ..prompts import group_structures
 from .correspond import find_click
 from .decoder import PromptDecoder
-from .distinct import MIN_CONTRAST, MIN_EDGE_RATIO, distinctness, gradient_magnitude, indistinct
+from .distinct import distinctness, gradient_magnitude, indistinct
 from .segment import RegionSegmenter, SliceCanvas, Structure, label_image, slice_canvas
 
 SIDES = ("fixed", "moving")
@@ -143,34 +142,21 @@ def _matches_back(canvases: dict, side: str, found_mask: np.ndarray, source_mask
     return distance <= cell, distance
 
 
-#: extra views the correspondences are averaged over by default (``extra.prompt_views``; [] for
-#: none). Measured with deepest clicks on the 1.79 mm grid: acdc067 0.897 -> 0.903; brain
-#: 0.698 -> 0.730, as the one pair that had passed, and hurt, now fails the checks. Each view
-#: is one more (cached) encoding of both images' slices.
-DEFAULT_PROMPT_VIEWS = ("flip-cols",)
-
-
 def marginalisation_views(settings) -> list[str]:
-    """The extra views (``extra.prompt_views``) the correspondences are averaged over."""
-    from ..encoders.slicewise import VIEWS
-    names = settings.extra.get("prompt_views", DEFAULT_PROMPT_VIEWS)
-    names = [names] if isinstance(names, str) else list(names)       # one view may be given bare
-    unknown = [n for n in names if n not in VIEWS or n == "identity"]
-    if unknown:
-        raise InputError(f"unknown prompt view(s) {', '.join(map(repr, unknown))}; choose from: "
-                         + ", ".join(n for n in VIEWS if n != "identity"))
-    return names
+    """The extra views the correspondences are averaged over (``prompt_params.views``; each is
+    one more cached encoding of both images' slices; measured where the default is declared)."""
+    return list(settings.prompt_params.views)
 
 
 class DistinctnessCheck:
     """Drops a pair whose region, in either image, is not an object there (see
-    :mod:`.distinct`); ``extra.prompt_min_edge`` / ``extra.prompt_min_contrast`` set the bounds
-    (0 turns a bound off)."""
+    :mod:`.distinct`); ``prompt_params.min_edge`` / ``prompt_params.min_contrast`` set the
+    bounds (0 turns a bound off)."""
 
     def __init__(self, images01: dict[str, sitk.Image], canvases: dict, settings) -> None:
         self.images01, self.canvases = images01, canvases
-        self.min_edge = _bound(settings, "prompt_min_edge", MIN_EDGE_RATIO)
-        self.min_contrast = _bound(settings, "prompt_min_contrast", MIN_CONTRAST)
+        self.min_edge = float(settings.prompt_params.min_edge)
+        self.min_contrast = float(settings.prompt_params.min_contrast)
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, found: dict) -> tuple[Optional[str], dict]:
@@ -190,20 +176,13 @@ class DistinctnessCheck:
         return None, stats
 
 
-def _bound(settings, key: str, default: float) -> float:
-    value = settings.extra.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise InputError(f"extra.{key} must be a number >= 0 (0 turns the check off), got {value!r}")
-    return float(value)
-
-
 def paired_regions(images01: dict[str, sitk.Image], prompts: dict, affine: sitk.Transform, settings,
                    reporter=None) -> dict[str, tuple[sitk.Image, list[dict]]]:
     """``{"fixed": (labels, infos), "moving": (labels, infos)}``; label i + 1 is the i-th structure
     on both sides. ``affine`` maps fixed points to moving points."""
     say = reporter or (lambda *a, **k: None)
-    mutual = bool(settings.extra.get("prompt_mutual_check", True))
-    auxiliary = bool(settings.extra.get("prompt_auxiliary", False))
+    mutual = settings.prompt_params.mutual_check
+    auxiliary = settings.prompt_params.auxiliary
     clicked = {side: {s.label: s for s in group_structures(prompts.get(side) or [], side)}
                for side in SIDES if prompts.get(side)}
     order: list[str] = []

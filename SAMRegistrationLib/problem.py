@@ -1,0 +1,63 @@
+"""What a registration method is given and what it returns.
+
+A :class:`Problem` carries everything a method may use, so that a method's ``run(problem,
+params)`` needs nothing else: the working grid (the fixed image's frame at the working
+spacing, cropped to its anatomy), both images normalised to [0, 1] and the affine
+pre-alignment, the encoder's features of both images on the working grid (the moving ones
+already through the affine; computed on first use), the anatomy mask, the device, the
+progress reporter, and the regions and click pairs from point prompts when there are any.
+
+A method returns a :class:`MethodResult`: a
+:class:`~SAMRegistrationLib.displacement.DisplacementField` on the working grid (world mm;
+the fixed->moving mapping before the affine, which the pipeline composes) and a dict of what
+it chose and did, recorded in ``report.json`` under ``resolved.method``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:                       # torch-free at import: plug-in modules import this
+    import SimpleITK as sitk
+    import torch
+
+    from .displacement import DisplacementField
+    from .grid import Grid
+    from .progress import Reporter
+
+
+@dataclass
+class Problem:
+    grid: "Grid"                                   # working grid
+    fixed_image: "sitk.Image"                      # intensities normalised to [0, 1]
+    moving_image: "sitk.Image"
+    affine: "sitk.Transform"                       # fixed -> moving pre-alignment
+    mask: "torch.Tensor"                           # (D, H, W) bool: anatomy in either image
+    device: "torch.device"
+    reporter: "Reporter"
+    encode: Callable[[], tuple["torch.Tensor", "torch.Tensor"]]   # -> (C, D, H, W) fixed, moving features
+    regions: Optional[tuple["torch.Tensor", "torch.Tensor"]] = None   # (K, D, H, W) soft masks, fixed / moving
+    landmarks: Optional[tuple["torch.Tensor", "torch.Tensor"]] = None  # (N, 3) working voxels, fixed / moving
+    _features: Optional[tuple["torch.Tensor", "torch.Tensor"]] = dataclass_field(default=None, repr=False)
+
+    @property
+    def spacing(self) -> float:
+        """The working grid's (isotropic) spacing, mm."""
+        return float(min(self.grid.spacing))
+
+    def features(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(fixed, moving) features on the working grid and the device; encoded on first use."""
+        if self._features is None:
+            fixed, moving = self.encode()
+            self._features = (fixed.to(self.device), moving.to(self.device))
+        return self._features
+
+    def release_features(self) -> None:
+        """Drop the features (memory) once the method is done with them."""
+        self._features = None
+
+
+@dataclass
+class MethodResult:
+    field: "DisplacementField"                     # on the working grid, world mm, before the affine
+    info: dict[str, Any] = dataclass_field(default_factory=dict)
