@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-fast setup clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q Testing
+
+# The edit loop: everything but the tests marked slow (shared-data acceptance runs, the quick
+# benchmark, the demo, long worker runs), stopping at the first failure.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -x -m "not slow" Testing
 
 clean:
 	rm -rf $(VENV) build *.egg-info

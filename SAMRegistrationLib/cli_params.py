@@ -31,7 +31,8 @@ def _converter(doc: ParameterDoc) -> Callable[[str], Any]:
         if base == "float":
             return float(text)
         if base.startswith("list"):
-            return [part.strip() for part in text.split(",") if part.strip()]
+            parts = [part.strip() for part in text.split(",") if part.strip()]
+            return [int(p) for p in parts] if base == "list[int]" else parts
         return text
     convert.__name__ = base.split("[")[0]       # argparse names the type in its error message
     return convert
@@ -39,7 +40,7 @@ def _converter(doc: ParameterDoc) -> Callable[[str], Any]:
 
 def _help(doc: ParameterDoc, methods: Optional[list[str]] = None) -> str:
     text = doc.description or doc.name
-    default = "none" if doc.default is None else (",".join(doc.default) if isinstance(doc.default, list)
+    default = "none" if doc.default is None else (",".join(map(str, doc.default)) if isinstance(doc.default, list)
                                                  else doc.default)
     text += f" (default: {default}"
     if doc.minimum is not None or doc.maximum is not None:

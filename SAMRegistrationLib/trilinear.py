@@ -4,7 +4,7 @@
 forward one; the SSD data term needs only the gradient with respect to the sample points,
 which the eight corner values already give. Gathering those corners from a channels-last
 table, chunk by chunk so that every intermediate stays in cache, gives value and gradient
-together at a fraction of the cost (measured in the README's speed table).
+together at a fraction of the cost (measured: docs/benchmark.md, where the time goes).
 
 Coordinates are voxel indices (x, y, z) of the sampled volume; points outside are clamped to
 the border with zero gradient there, like ``grid_sample(padding_mode="border",

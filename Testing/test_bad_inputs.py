@@ -7,23 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cli import SIZE, SPACING, digest, phantom, samreg, write_image, write_pair
-
-
-def assert_user_error(result, *words: str, any_of: tuple[str, ...] = ()) -> str:
-    """Exit 2, a single stderr line starting with 'samreg: error:', containing the given words."""
-    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("samreg: error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert lines[-1] == errors[0], "the error must be the last thing printed"
-    message = errors[0].lower()
-    for word in words:
-        assert word.lower() in message, (word, message)
-    if any_of:
-        assert any(w.lower() in message for w in any_of), (any_of, message)
-    return message
+from helpers import SIZE, SPACING, assert_user_error, digest, head_phantom, samreg, write_image, write_pair
 
 
 @pytest.fixture()
@@ -56,27 +40,27 @@ def test_unreadable_file(case):
 
 
 def test_2d_image(case):
-    flat = write_image(phantom()[0][SIZE[2] // 2], case.folder / "flat2d.nii.gz")
+    flat = write_image(head_phantom()[0][SIZE[2] // 2], case.folder / "flat2d.nii.gz")
     assert_user_error(case(flat, case.files["moving"]), any_of=("2d", "3d", "dimension"))
 
 
 def test_single_slice_volume(case):
-    one = write_image(phantom()[0][SIZE[2] // 2:SIZE[2] // 2 + 1], case.folder / "oneslice.nii.gz")
+    one = write_image(head_phantom()[0][SIZE[2] // 2:SIZE[2] // 2 + 1], case.folder / "oneslice.nii.gz")
     assert_user_error(case(case.files["fixed"], one), any_of=("slice", "3d", "dimension", "too small", "thin"))
 
 
 def test_empty_volume(case):
-    empty = write_image(np.zeros(phantom()[0].shape, np.float32), case.folder / "empty.nii.gz")
+    empty = write_image(np.zeros(head_phantom()[0].shape, np.float32), case.folder / "empty.nii.gz")
     assert_user_error(case(case.files["fixed"], empty), any_of=("empty", "zero", "blank", "constant"))
 
 
 def test_constant_volume(case):
-    const = write_image(np.full(phantom()[0].shape, 42.0, np.float32), case.folder / "const.nii.gz")
+    const = write_image(np.full(head_phantom()[0].shape, 42.0, np.float32), case.folder / "const.nii.gz")
     assert_user_error(case(const, case.files["moving"]), any_of=("constant", "uniform", "no contrast", "empty"))
 
 
 def test_nan_volume(case):
-    image = phantom()[0]
+    image = head_phantom()[0]
     image[10:20, 10:20, 10:20] = np.nan
     # NRRD: SimpleITK's NIfTI writer silently turns NaN into 0
     nan = write_image(image, case.folder / "nan.nrrd")
@@ -111,7 +95,7 @@ def test_missing_checkpoint(case):
 
 
 def _shifted_moving(case) -> Path:
-    moving = phantom(5.0)[0]
+    moving = head_phantom(5.0)[0]
     origin = [-(n - 1) * SPACING / 2 + 1000.0 for n in SIZE]        # 1 m away
     return write_image(moving, case.folder / "far.nii.gz", origin=origin)
 

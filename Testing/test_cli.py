@@ -1,7 +1,6 @@
 """The ``samreg`` command line, driven as a subprocess on small synthetic volumes (MIND encoder)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -9,76 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from helpers import OUTPUT_FILES, REPO, digest, samreg
+
 sitk = pytest.importorskip("SimpleITK")
-
-REPO = Path(__file__).resolve().parents[1]
-SIZE = (40, 48, 44)      # x, y, z voxels
-SPACING = 2.0            # mm
-OUTPUT_FILES = ("warped.nii.gz", "displacement.nrrd", "jacobian.nii.gz", "qc.png", "report.json")
-
-
-# ----------------------------------------------------------------------------- shared helpers
-def phantom(shift_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(intensity, labels) arrays (z, y, x) of a smooth head-like blob phantom.
-
-    ``shift_mm`` bends the inner structures with a smooth known displacement.
-    """
-    nx, ny, nz = SIZE
-    z, y, x = np.meshgrid(*(SPACING * (np.arange(n) - (n - 1) / 2) for n in (nz, ny, nx)), indexing="ij")
-    bend = shift_mm * np.exp(-(x ** 2 + y ** 2 + z ** 2) / (2 * 20.0 ** 2))
-    xs, ys, zs = x - bend, y + 0.5 * bend, z
-    body = 1 / (1 + np.exp(((xs / 34) ** 2 + (ys / 40) ** 2 + (zs / 36) ** 2 - 1) * 12))
-    image = 100 * body
-    labels = np.zeros(x.shape, np.uint8)
-    blobs = [((-12, 8, 4), 7, 120, 1), ((10, -6, -6), 6, -60, 2), ((4, 14, -10), 5, 80, 3),
-             ((-6, -14, 10), 4, 150, 0), ((14, 10, 12), 4, 60, 0)]
-    for (cx, cy, cz), radius, value, label in blobs:
-        r2 = ((xs - cx) ** 2 + (ys - cy) ** 2 + (zs - cz) ** 2) / radius ** 2
-        image = image + value * np.exp(-r2)
-        if label:
-            labels[(r2 < 1) & (labels == 0)] = label
-    image += 15 * np.sin(xs / 6) * np.cos(ys / 7) * body            # some texture
-    return image.astype(np.float32), labels
-
-
-def write_image(array: np.ndarray, path: Path, origin=None, spacing=None) -> Path:
-    image = sitk.GetImageFromArray(array)
-    dims = array.ndim
-    image.SetSpacing(spacing or (SPACING,) * dims)
-    if origin is None:
-        origin = [-(n - 1) * SPACING / 2 for n in image.GetSize()]
-    image.SetOrigin(origin)
-    sitk.WriteImage(image, str(path), True)
-    return path
-
-
-def write_pair(folder: Path, with_segs: bool = True) -> dict[str, Path]:
-    """fixed/moving images (and label maps) of the phantom in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fixed, fixed_seg = phantom(0.0)
-    moving, moving_seg = phantom(5.0)
-    files = {"fixed": write_image(fixed, folder / "fixed.nii.gz"),
-             "moving": write_image(0.8 * moving + 10, folder / "moving.nii.gz")}
-    if with_segs:
-        files["fixed_seg"] = write_image(fixed_seg, folder / "fixed_seg.nii.gz")
-        files["moving_seg"] = write_image(moving_seg, folder / "moving_seg.nii.gz")
-    return files
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file below ``folder`` (to prove inputs are unmodified)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def samreg(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m SAMRegistrationLib.cli ARGS`` and capture its output."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    return subprocess.run([sys.executable, "-m", "SAMRegistrationLib.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- cheap commands
@@ -113,8 +47,8 @@ def test_encoders_and_methods_are_listed():
     assert "convexadam" in methods.stdout.split()
 
 
-def test_bad_labels_rejected_before_running(tmp_path):
-    files = write_pair(tmp_path / "in")
+def test_bad_labels_rejected_before_running(tmp_path, phantom_pair):
+    files = phantom_pair
     result = samreg("register", files["fixed"], files["moving"], "-o", tmp_path / "out",
                     "--fixed-seg", files["fixed_seg"], "--moving-seg", files["moving_seg"], "--labels", "1,x")
     assert result.returncode == 2
@@ -123,12 +57,12 @@ def test_bad_labels_rejected_before_running(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_settings_only_given_options_override(monkeypatch, tmp_path):
+def test_settings_only_given_options_override(monkeypatch, tmp_path, phantom_images):
     """In-process: the CLI passes exactly the given options to Settings (pipeline stubbed)."""
     from SAMRegistrationLib import cli, pipeline
     from SAMRegistrationLib.settings import Settings
 
-    files = write_pair(tmp_path / "in", with_segs=False)
+    files = phantom_images
     seen = {}
 
     def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
@@ -146,8 +80,8 @@ def test_settings_only_given_options_override(monkeypatch, tmp_path):
 
 
 # ----------------------------------------------------------------------------- real pipeline
-def test_register_end_to_end(tmp_path):
-    files = write_pair(tmp_path / "in")
+def test_register_end_to_end(tmp_path, phantom_pair):
+    files = phantom_pair
     before = digest(tmp_path / "in")
     out = tmp_path / "out"
     result = samreg("register", files["fixed"], files["moving"], "-o", out, "--encoder", "mind",
@@ -167,8 +101,8 @@ def test_register_end_to_end(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
 
 
-def test_register_quiet_has_no_progress_bars(tmp_path):
-    files = write_pair(tmp_path / "in", with_segs=False)
+def test_register_quiet_has_no_progress_bars(tmp_path, phantom_images):
+    files = phantom_images
     out = tmp_path / "out"
     result = samreg("register", files["fixed"], files["moving"], "-o", out, "--encoder", "mind",
                     "--iterations", "10", "--quiet")
@@ -185,13 +119,13 @@ def test_register_quiet_has_no_progress_bars(tmp_path):
     ("Cancelled", 130, ("cancelled",)),
     ("CheckpointError", 2, ("samreg: error:", "bad checksum")),
 ])
-def test_error_mapping(monkeypatch, tmp_path, capsys, exc, status, words):
+def test_error_mapping(monkeypatch, tmp_path, capsys, exc, status, words, phantom_images):
     from SAMRegistrationLib import cli, errors, pipeline
 
     if isinstance(exc, str):
         exc = getattr(errors, exc)({"ResourceError": "working grid too large", "Cancelled": "cancelled",
                                     "CheckpointError": "bad checksum"}[exc])
-    files = write_pair(tmp_path / "in", with_segs=False)
+    files = phantom_images
 
     def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         ledger.make_dirs(inputs.output_dir)
@@ -210,10 +144,10 @@ def test_error_mapping(monkeypatch, tmp_path, capsys, exc, status, words):
     assert (tmp_path / "out-by-someone-else.txt").read_text() == "not the run's"
 
 
-def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
+def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path, phantom_images):
     from SAMRegistrationLib import cli, pipeline
 
-    files = write_pair(tmp_path / "in", with_segs=False)
+    files = phantom_images
 
     def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         ledger.make_dirs(inputs.output_dir)
@@ -229,11 +163,11 @@ def test_other_exceptions_keep_their_traceback(monkeypatch, tmp_path):
     assert (tmp_path / "o-by-someone-else.txt").read_text() == "not the run's"
 
 
-def test_sigint_cancels_register(tmp_path):
+def test_sigint_cancels_register(tmp_path, phantom_images):
     import signal
     import threading
 
-    files = write_pair(tmp_path / "in", with_segs=False)
+    files = phantom_images
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "SAMRegistrationLib.cli", "register", str(files["fixed"]),
@@ -266,6 +200,7 @@ def test_sigint_cancels_register(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_demo_recovers_known_field(tmp_path):
     """The demo end to end at 4 mm with MIND: the recovered field beats the identity."""
     pytest.importorskip("nilearn")

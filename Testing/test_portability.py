@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from test_cli import REPO
+from helpers import REPO
 
 # psutil's Linux backend imports ``resource`` itself (its Windows backend does not), so it is
 # imported before the Unix-only modules are made unimportable; the engine's own imports follow.

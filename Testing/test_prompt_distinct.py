@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from test_prompt_segment import ellipsoid_volume
+from helpers import ellipsoid_volume
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompting.distinct import distinctness, gradient_magnitude, indistinct
 from SAMRegistrationLib.prompting.pairs import DistinctnessCheck

@@ -11,8 +11,7 @@ import SimpleITK as sitk
 from phantom import oblique_direction, phantom
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompt_files import check_prompts, load_prompt_files, read_prompt_file
-from test_bad_inputs import assert_user_error
-from test_cli import digest, samreg, write_pair
+from helpers import assert_user_error, digest, samreg, write_pair
 
 # continuous voxel indices (x, y, z) of the test clicks, and their labels
 INDICES = [(10.3, 20.7, 12.2), (11.0, 18.25, 13.9), (30.6, 5.5, 3.1)]

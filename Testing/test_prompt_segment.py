@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from phantom import oblique_direction
+from helpers import ELLIPSOID_FIRST, ELLIPSOID_LAST, ellipsoid_volume
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompting.decoder import PromptDecoder
 from SAMRegistrationLib.prompts import Structure, group_structures
@@ -15,30 +15,6 @@ from SAMRegistrationLib.prompting.segment import (RegionSegmenter, regions_on_im
                                                   slice_canvas)
 from SAMRegistrationLib.settings import Settings
 from SAMRegistrationLib.volume import normalise_intensity
-
-SIZE = (80, 80, 16)             # x, y, z voxels; slices along z (the coarse axis)
-SPACING = (1.25, 1.25, 3.0)
-FIRST, LAST = 4, 11             # the structure's slices
-
-
-def ellipsoid_volume() -> tuple[sitk.Image, np.ndarray, np.ndarray]:
-    """A textured 'body' with one bright ellipsoid spanning slices FIRST..LAST; returns the image,
-    the ellipsoid mask (z, y, x) and the physical point at its centre."""
-    rng = np.random.default_rng(3)
-    z, y, x = np.meshgrid(np.arange(SIZE[2]), np.arange(SIZE[1]), np.arange(SIZE[0]), indexing="ij")
-    body = ((x - 40) / 36.0) ** 2 + ((y - 40) / 34.0) ** 2 < 1
-    centre_z = (FIRST + LAST) / 2
-    half_z = (LAST - FIRST) / 2 + 0.5
-    blob = ((x - 46) / 13.0) ** 2 + ((y - 36) / 10.0) ** 2 + ((z - centre_z) / half_z) ** 2 < 1
-    array = np.where(body, 300.0, 0.0) + 20 * rng.standard_normal(body.shape) * body
-    array[blob] = 900.0
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetSpacing(SPACING)
-    image.SetDirection(oblique_direction().ravel().tolist())
-    image.SetOrigin((10.0, -20.0, 5.0))
-    centre = np.array(image.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, centre_z)))
-    return image, blob, centre
-
 
 @pytest.fixture(scope="module")
 def canvas_and_truth(tmp_path_factory):
@@ -60,10 +36,10 @@ def test_a_click_becomes_a_region_that_stops_at_the_structure_end(canvas_and_tru
     region = sitk.GetArrayFromImage(labels) == 1
     dice = 2 * (region & blob).sum() / (region.sum() + blob.sum())
     slices = np.nonzero(region.any(axis=(1, 2)))[0]
-    print(f"\nclick -> region: Dice {dice:.3f}, slices {slices.min()}..{slices.max()} (truth {FIRST}..{LAST}), "
+    print(f"\nclick -> region: Dice {dice:.3f}, slices {slices.min()}..{slices.max()} (truth {ELLIPSOID_FIRST}..{ELLIPSOID_LAST}), "
           f"info {infos[0]}")
     assert dice > 0.75
-    assert FIRST - 1 <= slices.min() <= FIRST + 1 and LAST - 1 <= slices.max() <= LAST + 1
+    assert ELLIPSOID_FIRST - 1 <= slices.min() <= ELLIPSOID_FIRST + 1 and ELLIPSOID_LAST - 1 <= slices.max() <= ELLIPSOID_LAST + 1
     assert infos[0]["voxels"] == int(region.sum())
 
 
@@ -191,13 +167,13 @@ def test_clicks_on_several_slices_all_count(canvas_and_truth, decoder):
     """Two clicks on different slices: decoding starts on the first click's slice, the region
     spans both clicked slices and still ends where the structure ends."""
     image01, canvas, blob, centre = canvas_and_truth
-    low = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, FIRST + 2.0)))
-    high = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, LAST - 2.0)))
+    low = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, ELLIPSOID_FIRST + 2.0)))
+    high = np.array(image01.TransformContinuousIndexToPhysicalPoint((46.0, 36.0, ELLIPSOID_LAST - 2.0)))
     mask, info = RegionSegmenter(decoder).segment(canvas, Structure("blob", [low, high]))
     assert info["start_slice"] == canvas.locate(low)[0]
     first, last = info["slices"]
     assert first <= canvas.locate(low)[0] and last >= canvas.locate(high)[0]
-    assert FIRST - 1 <= first and last <= LAST + 1, info["slices"]
+    assert ELLIPSOID_FIRST - 1 <= first and last <= ELLIPSOID_LAST + 1, info["slices"]
 
 
 def test_hausdorff_discrepancy_names_the_leak_and_the_miss():

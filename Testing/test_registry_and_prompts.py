@@ -13,7 +13,6 @@ from SAMRegistrationLib import registry
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompts import parse_prompt_set
 from SAMRegistrationLib.worker import load_job
-from test_cli import write_pair
 
 
 def test_builtin_name_lists_match_the_registries():
@@ -63,8 +62,7 @@ def test_bad_prompt_sets_are_named(prompts, message):
         parse_prompt_set(prompts)
 
 
-def test_a_job_carries_its_prompts(tmp_path):
-    write_pair(tmp_path / "in", with_segs=False)
+def test_a_job_carries_its_prompts(tmp_path, phantom_images):
     job = {"fixed": "in/fixed.nii.gz", "moving": "in/moving.nii.gz", "output_dir": "out",
            "prompts": {"moving": [{"position": [3, -4, 5], "label": "P-1"}]}}
     (tmp_path / "job.json").write_text(json.dumps(job))
@@ -76,10 +74,10 @@ def test_a_job_carries_its_prompts(tmp_path):
         load_job(tmp_path / "job.json")
 
 
-def test_automatic_prompts_spread_over_the_anatomy_and_repeat(tmp_path):
+def test_automatic_prompts_spread_over_the_anatomy_and_repeat(phantom_images):
     from SAMRegistrationLib.prompting.auto import sample_prompts
     from SAMRegistrationLib.volume import normalise_intensity
-    files = write_pair(tmp_path / "in", with_segs=False)
+    files = phantom_images
     image, _ = normalise_intensity(sitk.ReadImage(str(files["moving"])), "auto")
     points = sample_prompts(image, 4)
     assert [p["label"] for p in points] == ["auto-1", "auto-2", "auto-3", "auto-4"]

@@ -1,5 +1,5 @@
 """Acceptance on the shared brain pair: clicks on structures that the prompt decoder cannot
-segment well must not cost accuracy (issue 5). One centre click on each of five structures
+segment well must not cost accuracy. One centre click on each of five structures
 (left/right hippocampus, left thalamus, putamen and lateral ventricle) in the moving labels;
 `promptreg` must stay within noise of `convexadam` on those five and on all 30 labels. A few
 minutes; skipped where the shared data is absent, as on CI.
@@ -15,14 +15,15 @@ import SimpleITK as sitk
 
 from SAMRegistrationLib.bench.cases import load_cases
 from SAMRegistrationLib.prompting.from_labels import centre_clicks
-from test_cli import samreg
+from helpers import samreg
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIVE = (17, 53, 10, 12, 4)
 NOISE = 0.005        # run-to-run spread of mean Dice (ITK's multithreaded affine metric)
 
-pytestmark = pytest.mark.skipif(not (DATA / "brain" / "moving_seg.nii.gz").is_file(),
-                                reason=f"the shared brain case is absent ({DATA / 'brain'})")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (DATA / "brain" / "moving_seg.nii.gz").is_file(),
+                                 reason=f"the shared brain case is absent ({DATA / 'brain'})")]
 
 
 def test_prompts_the_decoder_cannot_segment_do_not_cost_accuracy(tmp_path):

@@ -4,7 +4,7 @@
 and ``i18n`` (from ``../shared/slicer-python``) on slicer-core's real MRML, with small Qt
 stand-ins. These tests import ``SAMRegistration.py`` itself, build its parameter node on a real
 scene, connect the ``.ui`` file's bound widgets, set up the panel through
-``slicer.util.getModuleLogic`` (as the README's batch console does), construct the logic
+``slicer.util.getModuleLogic`` (as the batch console in docs/slicer.md does), construct the logic
 directly, run the module's own ``SAMRegistrationTest`` and cancel a run from the panel.
 """
 from __future__ import annotations

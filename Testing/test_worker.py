@@ -1,10 +1,8 @@
 """``samreg worker --job JOB.json``: the JSON event stream, errors and cancellation (SIGTERM)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -12,41 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import REPO, digest, write_pair
-
-STAGES = ("load", "affine", "encode", "optimise", "write")
+from helpers import STAGES, digest, parse_events, run_worker, start_worker, write_job
 
 
-def write_job(folder: Path, **fields) -> Path:
-    job = {"fixed": "in/fixed.nii.gz", "moving": "in/moving.nii.gz", "output_dir": "out",
-           "settings": {"encoder": "mind"}}
-    job.update(fields)
-    path = folder / "job.json"
-    path.write_text(json.dumps(job))
-    return path
-
-
-def start_worker(job: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "SAMRegistrationLib.cli", "worker", "--job", str(job)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-
-
-def parse_events(stdout: str) -> list[dict]:
-    """Every stdout line must be one JSON object with an 'event' field."""
-    events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    assert all(isinstance(e, dict) and "event" in e for e in events)
-    return events
-
-
-def run_worker(job: Path, timeout: float = 600) -> tuple[int, list[dict], str]:
-    proc = start_worker(job)
-    stdout, stderr = proc.communicate(timeout=timeout)
-    return proc.returncode, parse_events(stdout), stderr
-
-
-def test_event_stream_and_report(tmp_path):
-    files = write_pair(tmp_path / "in")
+def test_event_stream_and_report(tmp_path, phantom_pair):
+    files = phantom_pair
     job = write_job(tmp_path, fixed_seg="in/fixed_seg.nii.gz", moving_seg="in/moving_seg.nii.gz",
                     labels=[1, 2, 3])
     before = digest(tmp_path / "in")
@@ -73,8 +41,7 @@ def test_event_stream_and_report(tmp_path):
     assert files["fixed"].is_file()
 
 
-def test_missing_file_gives_error_event(tmp_path):
-    write_pair(tmp_path / "in", with_segs=False)
+def test_missing_file_gives_error_event(tmp_path, phantom_images):
     job = write_job(tmp_path, moving="in/does_not_exist.nii.gz")
     status, events, stderr = run_worker(job, timeout=120)
     assert status != 0
@@ -85,8 +52,7 @@ def test_missing_file_gives_error_event(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_job_files(tmp_path):
-    write_pair(tmp_path / "in", with_segs=False)
+def test_bad_job_files(tmp_path, phantom_images):
     job = write_job(tmp_path, settings={"encoder": "mind", "no_such_setting": 1})
     status, events, _ = run_worker(job, timeout=120)
     assert status == 2 and events[-1]["kind"] == "InputError" and "no_such_setting" in events[-1]["message"]
@@ -99,16 +65,14 @@ def test_bad_job_files(tmp_path):
     assert status == 2 and "nope.json" in events[-1]["message"]
 
 
-def test_unknown_encoder_error_event(tmp_path):
-    write_pair(tmp_path / "in", with_segs=False)
+def test_unknown_encoder_error_event(tmp_path, phantom_images):
     job = write_job(tmp_path, settings={"encoder": "no-such-encoder"})
     status, events, _ = run_worker(job, timeout=120)
     assert status == 2
     assert events[-1]["kind"] == "InputError" and "no-such-encoder" in events[-1]["message"]
 
 
-def test_sigterm_cancels_cleanly(tmp_path):
-    write_pair(tmp_path / "in", with_segs=False)
+def test_sigterm_cancels_cleanly(tmp_path, phantom_images):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("pre-existing")
@@ -149,11 +113,9 @@ def test_sigterm_cancels_cleanly(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == ["out"]
 
 
-def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch):
+def test_worker_stdout_only_json_even_with_prints(tmp_path, monkeypatch, phantom_images):
     """In-process: stray prints from the pipeline go to stderr, stdout carries only events."""
     from SAMRegistrationLib import pipeline
-
-    write_pair(tmp_path / "in", with_segs=False)
     job = write_job(tmp_path)
 
     def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
@@ -204,10 +166,8 @@ def _run_in_process(job: Path) -> tuple[int, list[dict]]:
     (MemoryError(), "ResourceError", 3),
     (RuntimeError("CUDA out of memory"), "ResourceError", 3),
 ])
-def test_failures_are_classified_and_cleaned(tmp_path, monkeypatch, exc, kind, status):
+def test_failures_are_classified_and_cleaned(tmp_path, monkeypatch, exc, kind, status, phantom_images):
     from SAMRegistrationLib import pipeline
-
-    write_pair(tmp_path / "in", with_segs=False)
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("keep me")

@@ -8,8 +8,11 @@ import subprocess
 import threading
 from pathlib import Path
 
-from test_cli import OUTPUT_FILES, write_pair
-from test_worker import parse_events, start_worker, write_job
+import pytest
+
+from helpers import OUTPUT_FILES, parse_events, start_worker, write_job, write_pair
+
+pytestmark = pytest.mark.slow      # real worker runs that must reach the optimise and write stages
 
 # saved by "someone else" while the job runs: one in the output folder, two beside it whose
 # names contain the output folder's name

@@ -1,4 +1,5 @@
-"""Slice-wise foundation-model features for 3D volumes (seed 004, done in physical space).
+"""Slice-wise foundation-model features for 3D volumes (after "Are Vision Foundation Models Ready
+for Out-of-the-Box Medical Image Registration?", done in physical space).
 
 Each volume is encoded in its *own* frame, along one of its index axes: every k-th slice
 of the foreground region is resampled onto a 2D canvas whose longer physical side fills the

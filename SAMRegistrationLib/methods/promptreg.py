@@ -1,5 +1,7 @@
-"""Method ``promptreg``: point-prompt regions drive a dense field (after "PromptReg", Zhang et
-al., and the contour loss of "SAM-Assisted Registration", IPMI 2025).
+"""Method ``promptreg``: point-prompt regions drive a dense field (after "Register Anything:
+Estimating 'Corresponding Prompts' for Segment Anything Model" (PromptReg; Huang, Xu, Yan,
+Barratt, Hu), and the contour loss of "Medical Image Registration Meets Vision Foundation
+Model: Prototype Learning and Contour Awareness", IPMI 2025).
 
 ``convexadam`` on the same features, with region terms added to its Adam stage, which then
 optimises the feature SSD of ``convexadam`` (so anatomy outside the regions still registers),

@@ -1,6 +1,6 @@
 """Automatic prompts (``--auto-prompts K``): K clicks spread over the moving image's anatomy.
 
-PromptReg (seed 002) samples prompts at random for general-purpose registration. Random
+PromptReg samples prompts at random for general-purpose registration. Random
 clicks bunch up in the largest structures, so here the first click is drawn at random
 (seeded, so a run is reproducible) and each further one is the candidate farthest from the
 clicks so far, which spreads the K regions over the anatomy. Candidates lie at least

@@ -1,4 +1,4 @@
-"""Corresponding regions (PromptReg, seed 002): a region segmented in one image -> a click in
+"""Corresponding regions (PromptReg): a region segmented in one image -> a click in
 the other image -> the corresponding region there.
 
 The region's prototype (its mean slice embedding) is compared by cosine with every embedding

@@ -30,7 +30,7 @@ MIN_DECODER_SCORE = 0.5
 MAX_SHARED_FRACTION = 0.5
 #: corresponding regions of one structure have comparable volumes (ED/ES hearts differ ~2x)
 MAX_VOLUME_RATIO = 3.0
-#: auxiliary prompts (seed 002, Eq. 2): added while the two directed Hausdorff distances of a
+#: auxiliary prompts (PromptReg, Eq. 2): added while the two directed Hausdorff distances of a
 #: pair differ by more than this (the paper's sigma = 20), at most this many times
 AUXILIARY_SIGMA_MM = 20.0
 AUXILIARY_ROUNDS = 3

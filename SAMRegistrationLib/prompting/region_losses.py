@@ -2,7 +2,8 @@
 
 * a soft Dice per region pair, averaged over regions (each region counts the same, however
   small; the public PromptReg code pools all regions into one Dice, so large ones dominate),
-* the contour-aware Chamfer loss of "SAM-Assisted Registration" (IPMI 2025, Eq. 7; squared
+* the contour-aware Chamfer loss of "Medical Image Registration Meets Vision Foundation Model:
+  Prototype Learning and Contour Awareness" (IPMI 2025, Eq. 7; squared
   distances, both directions): sampled fixed-region contour points, carried into the moving
   image, against the moving contour's distance map, and moving contour points carried back
   (first-order inverse) against the fixed contour's distance map, all differentiable through
@@ -80,7 +81,7 @@ def region_loss(fixed_regions: torch.Tensor, moving_regions: torch.Tensor, dice_
         sizes = warped.flatten(2).sum(-1) + fixed_masks.flatten(2).sum(-1)
         total = dice_weight * (1 - (2 * overlap / sizes.clamp_min(1e-6)).mean())
         if contour_weight > 0:
-            # Eq. 7 of seed 000, both directions, squared distances in voxels: fixed contour
+            # Eq. 7 of the IPMI 2025 contour loss, both directions, squared distances in voxels: fixed contour
             # points carried into the moving image -> moving contour ...
             contour = torch.zeros(())
             for k, points in enumerate(contours):
