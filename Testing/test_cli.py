@@ -57,6 +57,22 @@ def test_bad_labels_rejected_before_running(tmp_path, phantom_pair):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("options, words", [
+    (["--iterations", "-1"], ("setting 'method_params.iterations'", "greater than or equal to 0", "-1")),
+    (["--method", "pyramid", "--grid-sp", "2"], ("unknown setting 'method_params.grid_sp'", "known:", "radii")),
+    (["--method", "pyramid", "--factors", "1,2,4", "--radii", "2,3,3"], ("coarse to fine",)),
+    (["--prompt-views", "mirror"], ("setting 'prompt_params.views.0'", "'mirror'")),
+])
+def test_bad_parameter_options_are_one_line(tmp_path, phantom_images, options, words):
+    result = samreg("register", phantom_images["fixed"], phantom_images["moving"], "-o", tmp_path / "out",
+                    "--encoder", "mind", *options)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("samreg: error:"), result.stderr[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_settings_only_given_options_override(monkeypatch, tmp_path, phantom_images):
     """In-process: the CLI passes exactly the given options to Settings (pipeline stubbed)."""
     from SAMRegistrationLib import cli, pipeline

@@ -285,6 +285,28 @@ def _fakeSlicerApplication(folder: Path) -> Path:
     return app
 
 
+def test_bad_settings_from_the_panel_are_one_line(harness):
+    """The panel's fields are range-checked by the parameter node, and what reaches the engine is
+    checked again before a worker starts: one line naming the setting, nothing added."""
+    slicer = _slicer()
+    parameters = harness.module.SAMRegistrationLogic().getParameterNode()
+    with pytest.raises(ValueError) as raised:
+        parameters.iterations = 5000                     # beyond the panel's range
+    assert "\n" not in str(raised.value)
+    from SlicerSAMRegistrationLib import widget_helpers
+    fixed, moving = _volume("fixed"), _volume("moving", (1, 0, 0))
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    logic = harness.module.SAMRegistrationLogic()
+    for field, value, name in (("lambdaReg", -0.5, "method_params.lambda_reg"), ("pcaDims", 0, "encoder_params.pca_dims")):
+        values = widget_helpers.presetValues("balanced")
+        values.update(preset="balanced", device="auto", checkpointPath="", **{field: value})
+        settings = widget_helpers.settingsFromParameters(type("Panel", (), values))
+        with pytest.raises(ValueError, match=f"setting '{name}'") as raised:
+            logic.register(fixed, moving, settings=settings)
+        assert "\n" not in str(raised.value) and not logic.isRunning
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
 def test_missing_python_slicer_is_a_clear_error(harness, tmp_path, monkeypatch):
     """Defect 5: inside Slicer ``sys.executable`` is the application; without PythonSlicer it
     must not be started as if it were Python."""

@@ -65,6 +65,21 @@ def test_bad_job_files(tmp_path, phantom_images):
     assert status == 2 and "nope.json" in events[-1]["message"]
 
 
+@pytest.mark.parametrize("settings, words", [
+    ({"method_params": {"itertions": 5}}, ("unknown setting 'method_params.itertions'", "known:", "iterations")),
+    ({"method_params": {"iterations": "fifty"}}, ("setting 'method_params.iterations'", "'fifty'")),
+    ({"method": "pyramid", "method_params": {"radii": [2, 3]}}, ("method_params", "equal length")),
+    ({"encoder_params": {"pca_dims": 0}}, ("setting 'encoder_params.pca_dims'", "greater than or equal to 1")),
+    ({"spacing": -1.5}, ("setting 'spacing'", "greater than 0")),
+])
+def test_bad_settings_in_a_job_file_are_one_line(tmp_path, phantom_images, settings, words):
+    status, events, stderr = run_worker(write_job(tmp_path, settings={"encoder": "mind", **settings}), timeout=120)
+    assert status == 2 and events[-1]["kind"] == "InputError", events[-1]
+    message = events[-1]["message"]
+    assert all(w in message for w in words) and "\n" not in message, message
+    assert "Traceback" not in stderr
+
+
 def test_unknown_encoder_error_event(tmp_path, phantom_images):
     job = write_job(tmp_path, settings={"encoder": "no-such-encoder"})
     status, events, _ = run_worker(job, timeout=120)
