@@ -36,7 +36,11 @@ def test_method_ids_parse_and_groups_resolve():
     # a warm run brings its cold run along, before it
     warm = resolve_methods(["samreg/convexadam/auto@warm"])         # the default is re-run warm
     assert warm == ["identity", "samreg/convexadam/auto", "samreg/convexadam/auto@warm"]
-    assert resolve_methods(["mind"]) == ["identity", "samreg/convexadam/mind"]
+    # an encoder name means every method that needs no prompts, with that encoder
+    from SAMRegistrationLib.plugins import method_names, prompt_methods
+    unprompted = sorted(set(method_names()) - prompt_methods())
+    assert "convexadam" in unprompted and "promptreg" not in unprompted
+    assert resolve_methods(["mind"]) == ["identity", *(f"samreg/{m}/mind" for m in unprompted)]
     with pytest.raises(InputError, match="unknown benchmark method 'nosuch'"):
         resolve_methods(["nosuch"])
 
