@@ -68,6 +68,7 @@ def test_structures_are_grouped_by_label():
         group_structures([{"position": [0, 0, 0], "positive": False, "label": None}], "fixed")
 
 
+@pytest.mark.slow
 def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_path):
     from phantom import translated
     from SAMRegistrationLib.pipeline import RegistrationInputs, register
@@ -113,7 +114,7 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     assert auto["metrics"]["dice_mean"] > auto["metrics"]["initial"]["dice_mean"]
 
 
-@pytest.mark.parametrize("views", [(), ("flip-cols",)])
+@pytest.mark.parametrize("views", [(), pytest.param(("flip-cols",), marks=pytest.mark.slow)])
 def test_a_region_is_found_again_in_a_shifted_image(canvas_and_truth, decoder, tmp_path, views):
     """PromptReg's inverse prompt: segmented in the moving image, the structure is found in the
     fixed one (shifted by 8/-6/6 mm, no affine given) and segmented there; also with the
