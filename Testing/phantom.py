@@ -72,3 +72,21 @@ def warped_by(image: sitk.Image, field: sitk.Image) -> sitk.Image:
     """moving(q) = image(q + v(q)) for the displacement field v."""
     transform = sitk.DisplacementFieldTransform(sitk.Image(field))
     return sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def interior_mask(image: sitk.Image, erode_mm: float = 8.0) -> np.ndarray:
+    """(z, y, x) bool: the phantom's body (> 100) eroded by ``erode_mm``, where fields are scored."""
+    mask = sitk.GetImageFromArray((sitk.GetArrayFromImage(image) > 100).astype(np.uint8))
+    radius = [max(1, int(erode_mm / s)) for s in image.GetSpacing()]
+    return sitk.GetArrayFromImage(sitk.BinaryErode(mask, radius)).astype(bool)
+
+
+def register_images(folder, fixed: sitk.Image, moving: sitk.Image, settings, **inputs) -> tuple[dict, sitk.Image]:
+    """Write the pair into ``folder`` (NIfTI and NRRD), run the pipeline into ``folder/out``;
+    returns the report and the written displacement field."""
+    from SAMRegistrationLib.pipeline import RegistrationInputs, register
+    sitk.WriteImage(fixed, str(folder / "fixed.nii.gz"))
+    sitk.WriteImage(moving, str(folder / "moving.nrrd"))
+    out = folder / "out"
+    report = register(RegistrationInputs(folder / "fixed.nii.gz", folder / "moving.nrrd", out, **inputs), settings)
+    return report, sitk.ReadImage(str(out / "displacement.nrrd"))

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from phantom import oblique_direction, phantom, translated
+from phantom import interior_mask, oblique_direction, phantom, register_images, translated
 from SAMRegistrationLib import plugins
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.params import describe
-from SAMRegistrationLib.pipeline import RegistrationInputs, register
 from SAMRegistrationLib.settings import Settings
 
 METHODS = plugins.method_names()
@@ -21,20 +20,10 @@ RUNS = [pytest.param(m, marks=pytest.mark.slow) if plugins.method_plugin(m).need
 
 
 def _register(tmp_path, method: str, fixed: sitk.Image, moving: sitk.Image) -> tuple[dict, np.ndarray]:
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
-    plugin = plugins.method_plugin(method)
-    inputs = RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", tmp_path / "out",
-                                auto_prompts=2 if plugin.needs_prompts else None)
+    needs_prompts = plugins.method_plugin(method).needs_prompts
     settings = Settings(encoder="mind", method=method, affine=False, cache_dir=str(tmp_path / "cache"))
-    report = register(inputs, settings)
-    return report, sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "displacement.nrrd")))
-
-
-def _interior(image: sitk.Image, erode_mm: float = 8.0) -> np.ndarray:
-    mask = sitk.GetImageFromArray((sitk.GetArrayFromImage(image) > 100).astype(np.uint8))
-    radius = [max(1, int(erode_mm / s)) for s in image.GetSpacing()]
-    return sitk.GetArrayFromImage(sitk.BinaryErode(mask, radius)).astype(bool)
+    report, field = register_images(tmp_path, fixed, moving, settings, auto_prompts=2 if needs_prompts else None)
+    return report, sitk.GetArrayFromImage(field)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +34,7 @@ def fixed() -> sitk.Image:
 @pytest.mark.parametrize("method", RUNS)
 def test_identical_images_give_a_near_zero_field(tmp_path, fixed, method):
     report, field = _register(tmp_path, method, fixed, fixed)
-    length = np.linalg.norm(field[_interior(fixed)], axis=1)
+    length = np.linalg.norm(field[interior_mask(fixed)], axis=1)
     assert np.median(length) < 0.3 and np.percentile(length, 95) < 1.0, (np.median(length), length.max())
     assert report["metrics"]["fold_percent"] == 0.0
 
@@ -54,7 +43,7 @@ def test_identical_images_give_a_near_zero_field(tmp_path, fixed, method):
 def test_a_translation_is_recovered_within_a_millimetre(tmp_path, fixed, method):
     shift = np.array([4.0, -3.0, 5.0])
     report, field = _register(tmp_path, method, fixed, translated(fixed, shift))
-    error = np.linalg.norm(field[_interior(fixed)] - shift, axis=1)
+    error = np.linalg.norm(field[interior_mask(fixed)] - shift, axis=1)
     assert np.mean(error) < 1.0, f"{method}: mean endpoint error {np.mean(error):.2f} mm"
     assert report["metrics"]["fold_percent"] == 0.0
     assert report["settings"]["method"] == method

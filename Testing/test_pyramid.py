@@ -7,13 +7,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from phantom import oblique_direction, phantom, translated
+from phantom import interior_mask, oblique_direction, phantom, register_images, translated
 from SAMRegistrationLib.field_ops import jacobian_det, warp
 from SAMRegistrationLib import plugins
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.methods.pyramid import run
 from SAMRegistrationLib.methods.pyramid.algorithm import compose, pyramid_register, unit_features
-from SAMRegistrationLib.pipeline import RegistrationInputs, register
 from SAMRegistrationLib.settings import Settings
 
 
@@ -94,21 +93,10 @@ def test_bad_level_lists_are_refused():
         assert "\n" not in str(raised.value)
 
 
-def _register(tmp_path, fixed: sitk.Image, moving: sitk.Image, **extra):
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
+def _register(tmp_path, fixed: sitk.Image, moving: sitk.Image, **params):
     settings = Settings(encoder="mind", method="pyramid", use_cache=False, affine=False, threads=1,
-                        method_params=extra)
-    out = tmp_path / "out"
-    report = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", out), settings)
-    return report, sitk.ReadImage(str(out / "displacement.nrrd"))
-
-
-def _interior(image: sitk.Image, erode_mm: float = 8.0) -> np.ndarray:
-    mask = sitk.GetArrayFromImage(image) > 100
-    radius = [max(1, int(erode_mm / s)) for s in image.GetSpacing()]
-    eroded = sitk.BinaryErode(sitk.GetImageFromArray(mask.astype(np.uint8)), radius)
-    return sitk.GetArrayFromImage(eroded).astype(bool)
+                        method_params=params)
+    return register_images(tmp_path, fixed, moving, settings)
 
 
 def test_pipeline_recovers_6mm_translation_oblique_anisotropic(tmp_path):
@@ -116,7 +104,7 @@ def test_pipeline_recovers_6mm_translation_oblique_anisotropic(tmp_path):
     fixed = phantom(direction=oblique_direction())          # spacing (1.6, 1.4, 2.5), rotated axes
     shift = np.array([6.0, -4.0, 3.0])
     report, disp = _register(tmp_path, fixed, translated(fixed, shift))
-    u = sitk.GetArrayFromImage(disp)[_interior(fixed)]
+    u = sitk.GetArrayFromImage(disp)[interior_mask(fixed)]
     error = np.linalg.norm(u - shift, axis=1)
     assert np.median(error) < 1.0, f"median endpoint error {np.median(error):.2f} mm"
     assert report["metrics"]["fold_percent"] == 0.0
@@ -126,6 +114,6 @@ def test_pipeline_recovers_6mm_translation_oblique_anisotropic(tmp_path):
 def test_pipeline_identical_images_near_zero(tmp_path):
     fixed = phantom(seed=2)
     report, disp = _register(tmp_path, fixed, fixed)
-    u = sitk.GetArrayFromImage(disp)[_interior(fixed)]
+    u = sitk.GetArrayFromImage(disp)[interior_mask(fixed)]
     assert np.percentile(np.linalg.norm(u, axis=1), 95) < 0.3
     assert report["metrics"]["fold_percent"] == 0.0

@@ -6,25 +6,12 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from phantom import oblique_direction, phantom, smooth_field, translated, warped_by
-from SAMRegistrationLib.pipeline import RegistrationInputs, register
+from phantom import interior_mask, oblique_direction, phantom, register_images, smooth_field, translated, warped_by
 from SAMRegistrationLib.settings import Settings
 
 
 def _run(tmp_path, fixed: sitk.Image, moving: sitk.Image, **overrides) -> tuple[dict, sitk.Image]:
-    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
-    sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
-    settings = Settings(encoder="mind", use_cache=False, **overrides)
-    out = tmp_path / "out"
-    report = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nrrd", out), settings)
-    return report, sitk.ReadImage(str(out / "displacement.nrrd"))
-
-
-def _interior(image: sitk.Image, erode_mm: float = 8.0) -> np.ndarray:
-    mask = sitk.GetArrayFromImage(image) > 100
-    radius = [max(1, int(erode_mm / s)) for s in image.GetSpacing()]
-    eroded = sitk.BinaryErode(sitk.GetImageFromArray(mask.astype(np.uint8)), radius)
-    return sitk.GetArrayFromImage(eroded).astype(bool)
+    return register_images(tmp_path, fixed, moving, Settings(encoder="mind", use_cache=False, **overrides))
 
 
 def test_translation_recovered_under_anisotropic_oblique_geometry(tmp_path):
@@ -32,7 +19,7 @@ def test_translation_recovered_under_anisotropic_oblique_geometry(tmp_path):
     shift = np.array([4.0, -3.0, 5.0])
     moving = translated(fixed, shift)
     report, disp = _run(tmp_path, fixed, moving, affine=False)
-    u = sitk.GetArrayFromImage(disp)[_interior(fixed)]
+    u = sitk.GetArrayFromImage(disp)[interior_mask(fixed)]
     error = np.linalg.norm(u - shift, axis=1)
     assert np.median(error) < 0.8, f"median endpoint error {np.median(error):.2f} mm"
     assert report["metrics"]["fold_percent"] < 0.5
@@ -45,7 +32,7 @@ def test_translation_between_differently_oriented_grids(tmp_path):
     moving_grid = phantom(size=(40, 36, 40), spacing=(1.8, 1.8, 1.8), direction=np.eye(3), origin=(-45, -45, -45))
     moving = translated(fixed, shift, reference=moving_grid)
     report, disp = _run(tmp_path, fixed, moving, affine=False)
-    u = sitk.GetArrayFromImage(disp)[_interior(fixed)]
+    u = sitk.GetArrayFromImage(disp)[interior_mask(fixed)]
     assert np.median(np.linalg.norm(u - shift, axis=1)) < 1.0
 
 
@@ -57,7 +44,7 @@ def test_smooth_field_recovered(tmp_path):
     truth = sitk.InvertDisplacementField(sitk.Image(v), maximumNumberOfIterations=30, meanErrorToleranceThreshold=1e-4,
                                          maxErrorToleranceThreshold=1e-3)
     report, disp = _run(tmp_path, fixed, moving, affine=False)
-    inside = _interior(fixed)
+    inside = interior_mask(fixed)
     u_true = sitk.GetArrayFromImage(truth)[inside]
     error = np.linalg.norm(sitk.GetArrayFromImage(disp)[inside] - u_true, axis=1)
     initial = np.linalg.norm(u_true, axis=1)
@@ -95,6 +82,6 @@ def test_affine_recovers_large_shift(tmp_path):
     big = phantom(size=(70, 60, 40), spacing=(1.6, 1.4, 2.5), direction=oblique_direction(), origin=(-70, -55, -50))
     moving = translated(fixed, shift, reference=big)
     report, disp = _run(tmp_path, fixed, moving)
-    u = sitk.GetArrayFromImage(disp)[_interior(fixed)]
+    u = sitk.GetArrayFromImage(disp)[interior_mask(fixed)]
     assert np.median(np.linalg.norm(u - shift, axis=1)) < 1.5
     assert report["resolved"]["affine"]["chosen"] != "identity"
