@@ -119,3 +119,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Parameters):
         return value.model_dump()
     return value
+
+
+#: the nested parameter sections of :class:`Settings`, in the order a form shows them
+PARAMETER_SECTIONS = ("encoder_params", "prompt_params", "method_params")
+
+
+def parameter_sections(encoder: str, method: str) -> dict[str, "type[Parameters]"]:
+    """The parameter class of each nested section for a run with ``encoder`` and ``method``:
+    what a form (the Slicer panel's advanced section) or the CLI help offers for that choice.
+    Unknown names are one InputError line."""
+    from .plugins import method_plugin
+    return {"encoder_params": EncoderParams, "prompt_params": PromptParams,
+            "method_params": method_plugin(method).Params}
