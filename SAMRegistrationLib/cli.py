@@ -280,8 +280,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_encoders(args: argparse.Namespace) -> int:
-    from .registry import encoder_names
-    print("\n".join(encoder_names()))
+    from .plugins import encoders
+    width = max(map(len, encoders()))
+    print("\n".join(f"{name:<{width}}  {plugin.summary}" for name, plugin in sorted(encoders().items())))
     return 0
 
 
@@ -309,8 +310,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .registry import method_names
-    print("\n".join(method_names()))
+    from .plugins import methods
+    width = max(map(len, methods()))
+    print("\n".join(f"{name:<{width}}  {plugin.summary}" for name, plugin in sorted(methods().items())))
     return 0
 
 

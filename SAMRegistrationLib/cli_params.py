@@ -1,10 +1,10 @@
 """Command-line options made from the parameter classes, so a parameter declared once (type,
 range, default, description) is also a ``samreg register`` option.
 
-Three groups: the encoders' parameters (:class:`~.settings.EncoderParams`), the point-prompt
+Three groups: the encoders' parameters (the union over every encoder plug-in), the point-prompt
 parameters (``--prompt-…``, :class:`~.settings.PromptParams`) and the methods' parameters (the
-union over every method plug-in; each option says which methods take it, and a value for a
-parameter the chosen method lacks is refused by that method's class with one line).
+union over every method plug-in). Each plug-in option says which encoders or methods take it; a
+value for a parameter the chosen one lacks is refused by its class with one line.
 """
 from __future__ import annotations
 
@@ -38,28 +38,33 @@ def _converter(doc: ParameterDoc) -> Callable[[str], Any]:
     return convert
 
 
-def _help(doc: ParameterDoc, methods: Optional[list[str]] = None) -> str:
+def _help(doc: ParameterDoc, plugins: Optional[list[str]] = None) -> str:
     text = doc.description or doc.name
     default = "none" if doc.default is None else (",".join(map(str, doc.default)) if isinstance(doc.default, list)
                                                  else doc.default)
     text += f" (default: {default}"
     if doc.minimum is not None or doc.maximum is not None:
         text += f"; range {'' if doc.minimum is None else doc.minimum}..{'' if doc.maximum is None else doc.maximum}"
-    if methods is not None:
-        text += f"; methods: {', '.join(methods)}"
+    if plugins is not None:
+        text += f"; for: {', '.join(plugins)}"
     return (text + ")").replace("%", "%%")
 
 
-def _docs_by_section() -> dict[str, list[tuple[ParameterDoc, Optional[list[str]]]]]:
-    from .plugins import methods
-    from .settings import EncoderParams, PromptParams
-    sections: dict[str, list] = {"encoder parameters": [(d, None) for d in describe(EncoderParams)],
-                                 "point-prompt parameters": [(d, None) for d in describe(PromptParams)]}
+def _union(plugins: dict) -> list[tuple[ParameterDoc, list[str]]]:
+    """Each parameter of any of ``plugins`` once, with the names of the plug-ins that take it."""
     union: dict[str, tuple[ParameterDoc, list[str]]] = {}
-    for name, plugin in sorted(methods().items()):
+    for name, plugin in sorted(plugins.items()):
         for doc in describe(plugin.Params):
             union.setdefault(doc.name, (doc, []))[1].append(name)
-    sections["method parameters"] = list(union.values())
+    return list(union.values())
+
+
+def _docs_by_section() -> dict[str, list[tuple[ParameterDoc, Optional[list[str]]]]]:
+    from .plugins import encoders, methods
+    from .settings import PromptParams
+    sections: dict[str, list] = {"encoder parameters": _union(encoders()),
+                                 "point-prompt parameters": [(d, None) for d in describe(PromptParams)],
+                                 "method parameters": _union(methods())}
     return sections
 
 
@@ -68,17 +73,17 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
     for title, entries in _docs_by_section().items():
         key, prefix = SECTIONS[title]
         group = parser.add_argument_group(title)
-        for doc, methods in entries:
+        for doc, owners in entries:
             option = "--" + prefix + doc.name.replace("_", "-")
             dest = key + _SEPARATOR + doc.name
             if doc.type == "bool":
                 group.add_argument(option, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                                   help=_help(doc, methods))
+                                   help=_help(doc, owners))
             else:
                 choices = list(doc.choices) if doc.choices and not doc.type.startswith("list") else None
                 group.add_argument(option, dest=dest, type=_converter(doc), choices=choices, default=None,
                                    metavar=None if choices else doc.name.split("_")[-1].upper(),
-                                   help=_help(doc, methods))
+                                   help=_help(doc, owners))
 
 
 def parameter_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -31,9 +31,8 @@ from .grid import Grid
 from .io_atomic import write_image_atomic, write_json_atomic
 from .ownership import OutputLedger
 from .progress import ProgressFn, Reporter
-from .plugins import method_plugin
+from .plugins import encoder_plugin, method_plugin
 from .problem import Problem
-from .registry import get_volume_encoder
 from .settings import Settings
 from .volume import check_values, foreground_mask, normalise_intensity, physical_overlap, read_volume
 
@@ -222,7 +221,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
-    encoder_factory = get_volume_encoder(settings.encoder)
+    encoder_plugin_ = encoder_plugin(settings.encoder)
     method = method_plugin(settings.method)
 
     # ------------------------------------------------------------------ load
@@ -272,11 +271,11 @@ def register(inputs: RegistrationInputs, settings: Settings,
     if spacing <= 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     grid = working_grid(fixed01, spacing)
-    check_memory(grid, settings.encoder_params.pca_dims + 12)
+    check_memory(grid, encoder_plugin_.channels(settings.encoder_params) if encoder_plugin_.channels else 32)
 
     # ------------------------------------------------------------------ encode
     with timer.stage("encode"):
-        encoder = encoder_factory(settings)
+        encoder = encoder_plugin_.build(settings)
         try:
             fixed_feats, moving_feats, encoder_info = encoder.features(fixed01, moving01, affine, grid, reporter)
         except (MemoryError, torch.OutOfMemoryError) as exc:

@@ -1,4 +1,4 @@
-"""Registration methods as plug-ins, found without importing torch.
+"""Registration methods and feature encoders as plug-ins, found without importing torch.
 
 A method is one module in ``SAMRegistrationLib/methods/`` that defines ``PLUGIN =
 MethodPlugin(...)``: its name, a one-line summary, its typed parameter class (a
@@ -7,6 +7,11 @@ MethodPlugin(...)``: its name, a one-line summary, its typed parameter class (a
 ``train``. Modules there import torch only inside ``run``, so listing the methods and their
 parameters (the CLI help, the Slicer panel's menus) stays light; a test holds every module
 to that. Adding a method is adding a module: nothing else lists the names.
+
+Encoders work the same way: a module in ``SAMRegistrationLib/encoders/`` defines ``PLUGIN``
+(or ``PLUGINS`` for a family, such as the SAM ViTs) as an :class:`EncoderPlugin` with its
+parameter class and ``build(settings)``; the tensor code lives in
+:mod:`SAMRegistrationLib.features` and is imported by ``build``.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:      # the listing below needs neither pydantic nor torch
     from .params import Parameters
 
 METHODS_PACKAGE = "SAMRegistrationLib.methods"
+ENCODERS_PACKAGE = "SAMRegistrationLib.encoders"
 
 
 @dataclass(frozen=True)
@@ -38,25 +44,58 @@ class MethodPlugin:
     train: Optional[Callable] = None    # train(config) for learned methods
 
 
-_methods: Optional[dict[str, MethodPlugin]] = None
+@dataclass(frozen=True)
+class EncoderPlugin:
+    name: str
+    summary: str
+    Params: "type[Parameters]"
+    build: Callable                     # build(settings) -> volume encoder (see SAMRegistrationLib.encoders)
+    needs_checkpoint: bool = False      # a model checkpoint file must be supplied
+    slice_model: Optional[Callable] = None   # slice_model(settings) -> 2D SliceEncoder, for slice-wise encoders
+    channels: Optional[Callable] = None      # channels(params) -> feature channels it yields (memory estimates)
+
+
+_found: dict[str, dict] = {}
+
+
+def _discover(package_name: str, kind: type) -> dict:
+    """``{name: plug-in}`` from the modules and packages of ``package_name`` that define
+    ``PLUGIN`` or ``PLUGINS`` instances of ``kind``; a name defined twice is an error."""
+    if package_name not in _found:
+        package = importlib.import_module(package_name)
+        found: dict = {}
+        for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{package_name}.{module_info.name}")
+            declared = list(getattr(module, "PLUGINS", ())) + [getattr(module, "PLUGIN", None)]
+            for plugin in declared:
+                if not isinstance(plugin, kind):
+                    continue
+                if plugin.name in found:
+                    raise ValueError(f"{kind.__name__} {plugin.name!r} is defined twice")
+                found[plugin.name] = plugin
+        _found[package_name] = found
+    return _found[package_name]
 
 
 def methods() -> dict[str, MethodPlugin]:
     """Every method plug-in, by name (modules of the methods package that define PLUGIN)."""
-    global _methods
-    if _methods is None:
-        package = importlib.import_module(METHODS_PACKAGE)
-        found: dict[str, MethodPlugin] = {}
-        for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            module = importlib.import_module(f"{METHODS_PACKAGE}.{module_info.name}")
-            plugin = getattr(module, "PLUGIN", None)
-            if not isinstance(plugin, MethodPlugin):
-                continue
-            if plugin.name in found:
-                raise ValueError(f"method {plugin.name!r} is defined twice")
-            found[plugin.name] = plugin
-        _methods = found
-    return _methods
+    return _discover(METHODS_PACKAGE, MethodPlugin)
+
+
+def encoders() -> dict[str, EncoderPlugin]:
+    """Every encoder plug-in, by name (modules of the encoders package that define PLUGIN or PLUGINS)."""
+    return _discover(ENCODERS_PACKAGE, EncoderPlugin)
+
+
+def encoder_names() -> list[str]:
+    return sorted(encoders())
+
+
+def encoder_plugin(name: str) -> EncoderPlugin:
+    try:
+        return encoders()[name]
+    except KeyError:
+        raise InputError(f"unknown encoder {name!r}; choose one of: {', '.join(encoder_names())}") from None
 
 
 def method_names() -> list[str]:
@@ -81,3 +120,26 @@ def method_plugin(name: str) -> MethodPlugin:
 def prompt_methods() -> set[str]:
     """Methods that need point prompts (a benchmark without clicks leaves them out)."""
     return {name for name, plugin in methods().items() if plugin.needs_prompts}
+
+
+def declared_encoder_names() -> list[str]:
+    """The encoder names read from the plug-in modules' source, importing nothing (neither
+    pydantic nor torch): the string given as ``name="..."`` in each call there. For menus filled
+    before the requirements are installed; a test holds this equal to :func:`encoder_names`."""
+    import ast
+    spec = importlib.util.find_spec(ENCODERS_PACKAGE)
+    names: set[str] = set()
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for module_info in pkgutil.iter_modules([folder]):
+            path = f"{folder}/{module_info.name}.py"
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    tree = ast.parse(handle.read())
+            except OSError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call):
+                    names.update(keyword.value.value for keyword in node.keywords
+                                 if keyword.arg == "name" and isinstance(keyword.value, ast.Constant)
+                                 and isinstance(keyword.value.value, str))
+    return sorted(names)

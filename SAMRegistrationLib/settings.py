@@ -1,8 +1,8 @@
 """Everything that determines a registration result, with defaults chosen from measurements.
 
 :class:`Settings` holds what every run shares (encoder and method names, device, working
-spacing, affine stage, modality, cache, threads) and, nested, the encoders' parameters
-(:class:`EncoderParams`), the point-prompt parameters (:class:`PromptParams`) and the chosen
+spacing, affine stage, modality, cache, threads) and, nested, the chosen encoder's parameter
+class (``encoder_params``, e.g. ``FusedParams``; see ``SAMRegistrationLib/encoders/``), the point-prompt parameters (:class:`PromptParams`) and the chosen
 method's own parameter class (``method_params``, e.g. ``ConvexAdamParams``; see
 ``SAMRegistrationLib/methods/``). Every value is typed and checked where it is declared;
 an unknown key or a bad value is one clear :class:`InputError` line, whether it came from
@@ -29,27 +29,6 @@ from .params import Parameters
 PROMPT_VIEWS = ("flip-cols", "flip-rows", "rot180", "zoom-out")
 
 
-class EncoderParams(Parameters):
-    """Feature extraction: slice-wise foundation encoders, MIND-SSC and their fusion."""
-    model_config = ConfigDict(strict=True)
-
-    slice_axis: Literal["auto", "x", "y", "z"] = Field(
-        "auto", description="slice direction for 2D encoders (auto: the coarsest axis; if isotropic the one "
-                            "with fewest slices)")
-    slice_step: Optional[int] = Field(
-        None, ge=1, le=64, description="encode every k-th slice and interpolate between "
-                                       "(none: slices about 4 mm apart, at most 48 per volume)")
-    pca_dims: int = Field(12, ge=1, le=256, description="joint PCA dimensions of foundation features")
-    mind_weight: float = Field(3.0, ge=0.0, le=100.0,
-                               description="weight of the MIND channels in fused encoders (lung 1.35 vs 1.37 mm at 2)")
-    fusion_dims: int = Field(16, ge=0, le=512, description="joint PCA of fused channels (0: keep all)")
-    mind_radius: int = Field(1, ge=1, le=3, description="MIND-SSC patch radius, voxels of its grid")
-    mind_dilation: int = Field(2, ge=1, le=4, description="MIND-SSC neighbour distance, voxels of its grid")
-    mind_oversample: Optional[int] = Field(
-        None, ge=1, le=4, description="MIND-SSC on a grid this many times finer than the working grid "
-                                      "(none: 2 while that grid stays within 16 M voxels, else 1)")
-
-
 class PromptParams(Parameters):
     """Turning point prompts into corresponding regions (``SAMRegistrationLib/prompting``)."""
     model_config = ConfigDict(strict=True)
@@ -63,6 +42,9 @@ class PromptParams(Parameters):
     min_contrast: float = Field(1.0, ge=0.0, description="a region's inside/outside contrast over its "
                                                          "spread at least this (0 turns the check off)")
     mutual_check: bool = Field(True, description="keep a found region only if searching back finds the clicked one")
+    slice_step: Optional[int] = Field(
+        None, ge=1, le=64, description="encode every k-th slice for the prompt decoder (none: the encoder's "
+                                       "slice step where it encodes slices, else automatic)")
     auxiliary: bool = Field(False, description="PromptReg's auxiliary prompts where the regions disagree "
                                                "(acdc067 -0.005, brain 0: off)")
 
@@ -91,16 +73,17 @@ class Settings(Parameters):
     cache_dir: Optional[str] = Field(None, description="feature cache folder (none: ~/.cache/samreg/features)")
     use_cache: bool = Field(True, description="reuse cached foundation-model features")
     threads: Optional[int] = Field(None, ge=1, le=1024, description="torch threads (none: all cores)")
-    encoder_params: EncoderParams = Field(default_factory=EncoderParams)
+    encoder_params: Any = Field(None, description="the encoder's parameters (its own class)")
     prompt_params: PromptParams = Field(default_factory=PromptParams)
     method_params: Any = Field(None, description="the method's parameters (its own class)")
 
     @model_validator(mode="after")
-    def _resolve_method_params(self) -> "Settings":
-        from .plugins import method_plugin
-        plugin = method_plugin(self.method)
-        params = plugin.Params.parse(_plain(self.method_params), where="method_params")
-        object.__setattr__(self, "method_params", params)
+    def _resolve_plugin_params(self) -> "Settings":
+        from .plugins import encoder_plugin, method_plugin
+        sections = {"encoder_params": encoder_plugin(self.encoder).Params,
+                    "method_params": method_plugin(self.method).Params}
+        for key, params_class in sections.items():
+            object.__setattr__(self, key, params_class.parse(_plain(getattr(self, key)), where=key))
         return self
 
     # the names every caller used before the settings were nested
@@ -108,16 +91,24 @@ class Settings(Parameters):
     def from_dict(cls, values: Optional[Mapping[str, Any]] = None) -> "Settings":
         return cls.parse(values)
 
+    def replaced(self, **changes: Any) -> "Settings":
+        """A validated copy with ``changes``; the encoder's and method's parameters keep only the
+        values that were set, so a copy with another encoder or method takes that one's defaults."""
+        values = {**self.model_dump(exclude={"encoder_params", "method_params"}),
+                  "encoder_params": self.encoder_params, "method_params": self.method_params, **changes}
+        return type(self).parse(values)
+
     def with_method_params(self, **changes: Any) -> "Settings":
         """A copy whose method parameters have ``changes``."""
         return self.replaced(method_params={**self.method_params.model_dump(), **changes})
 
 
 def _plain(value: Any) -> Any:
-    """A parameter object given for another method is re-read as its values (so switching
-    the method keeps the shared names and refuses the others clearly)."""
+    """A parameter object given for another encoder or method is re-read as the values that
+    were set on it (so switching keeps what was chosen, and a chosen value the new class lacks
+    is refused clearly, while defaults of the old class are not carried over)."""
     if isinstance(value, Parameters):
-        return value.model_dump()
+        return value.model_dump(include=set(value.model_fields_set))
     return value
 
 
@@ -129,6 +120,6 @@ def parameter_sections(encoder: str, method: str) -> dict[str, "type[Parameters]
     """The parameter class of each nested section for a run with ``encoder`` and ``method``:
     what a form (the Slicer panel's advanced section) or the CLI help offers for that choice.
     Unknown names are one InputError line."""
-    from .plugins import method_plugin
-    return {"encoder_params": EncoderParams, "prompt_params": PromptParams,
+    from .plugins import encoder_plugin, method_plugin
+    return {"encoder_params": encoder_plugin(encoder).Params, "prompt_params": PromptParams,
             "method_params": method_plugin(method).Params}

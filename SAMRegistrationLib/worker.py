@@ -178,12 +178,12 @@ def parse_labels(value: Any) -> Optional[list[int]]:
 
 
 def validate_names(encoder: Optional[str], method: Optional[str]) -> None:
-    """Raise the registry's InputError for unknown encoder / method names."""
-    from . import registry
+    """Raise the plug-ins' InputError for unknown encoder / method names."""
+    from .plugins import encoder_plugin, method_plugin
     if encoder is not None:
-        registry.get_volume_encoder(encoder)
+        encoder_plugin(encoder)
     if method is not None:
-        registry.get_method(method)
+        method_plugin(method)
 
 
 def overall_fraction(stage: str, fraction: float, stages: tuple = tuple(STAGE_WEIGHTS)) -> Optional[float]:

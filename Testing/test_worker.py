@@ -69,7 +69,8 @@ def test_bad_job_files(tmp_path, phantom_images):
     ({"method_params": {"itertions": 5}}, ("unknown setting 'method_params.itertions'", "known:", "iterations")),
     ({"method_params": {"iterations": "fifty"}}, ("setting 'method_params.iterations'", "'fifty'")),
     ({"method": "pyramid", "method_params": {"radii": [2, 3]}}, ("method_params", "equal length")),
-    ({"encoder_params": {"pca_dims": 0}}, ("setting 'encoder_params.pca_dims'", "greater than or equal to 1")),
+    ({"encoder": "litemedsam", "encoder_params": {"pca_dims": 0}}, ("setting 'encoder_params.pca_dims'", "greater than or equal to 1")),
+    ({"encoder_params": {"pca_dims": 8}}, ("unknown setting 'encoder_params.pca_dims'", "known: mind_dilation")),
     ({"spacing": -1.5}, ("setting 'spacing'", "greater than 0")),
 ])
 def test_bad_settings_in_a_job_file_are_one_line(tmp_path, phantom_images, settings, words):

@@ -1,9 +1,9 @@
 """What the module offers in its menus: encoders, methods, presets and devices.
 
-Method names are the modules of the engine's methods package (listed, not imported); encoder
-names come from the engine's registry (its torch-free list of built-in names, which a test
-keeps equal to the loaded registries). Listing them imports neither torch nor pydantic: the
-GUI fills its menus before the first Apply installs the engine's requirements.
+Method names are the modules of the engine's methods package, encoder names those declared in
+its encoders package's sources (listed and read, not imported; a test keeps both equal to the
+discovered plug-ins). Listing them imports neither torch nor pydantic: the GUI fills its menus
+before the first Apply installs the engine's requirements.
 
 Settings here are the engine's nested settings dict (``SAMRegistrationLib/settings.py``):
 shared keys at the top, ``encoder_params`` and ``method_params`` nested.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from SAMRegistrationLib import plugins, registry
+from SAMRegistrationLib import plugins
 
 DEVICES = ("auto", "cpu", "cuda")
 SECTIONS = ("encoder_params", "prompt_params", "method_params")
@@ -39,9 +39,7 @@ PANEL_DEFAULTS: dict[str, Any] = {
 
 
 def encoder_names() -> list[str]:
-    # The built-in names plus whatever is registered already; encoder modules are not loaded
-    # here, because that would import torch into the GUI process (only the worker needs it).
-    return sorted(set(registry.BUILTIN_ENCODER_NAMES) | set(registry.VOLUME_ENCODERS))
+    return plugins.declared_encoder_names()
 
 
 def method_names() -> list[str]:
@@ -73,6 +71,29 @@ def settingValue(settings: dict[str, Any], path: str) -> Any:
     """The value at ``path`` ("spacing" or "method_params.iterations") of a settings dict."""
     section, _, name = path.rpartition(".")
     return (settings.get(section) or {}).get(name) if section else settings.get(name)
+
+
+def applicable(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less the nested values that the chosen encoder or method has no parameter
+    for: the panel always shows slice step and PCA dimensions, which MIND-SSC has not, and a
+    preset may tune a method other than the chosen one. Unchanged before pydantic is installed
+    or for an unknown name (the engine then reports it)."""
+    try:
+        from SAMRegistrationLib.errors import InputError
+        from SAMRegistrationLib.settings import parameter_sections
+    except ImportError:
+        return settings
+    defaults = default_settings()
+    try:
+        sections = parameter_sections(settings.get("encoder") or defaults["encoder"],
+                                      settings.get("method") or defaults["method"])
+    except InputError:
+        return settings
+    result = copy.deepcopy(settings)
+    for section, params_class in sections.items():
+        if isinstance(result.get(section), dict):
+            result[section] = {k: v for k, v in result[section].items() if k in params_class.model_fields}
+    return result
 
 
 def settings_from(preset: str, nested: Optional[dict[str, Any]] = None, **overrides: Any) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def settingsFromParameters(parameters, choicesModule=None) -> dict[str, Any]:
         else:
             nested[name] = value
     preset = getattr(parameters, "preset", "") or choices.DEFAULT_PRESET
-    return choices.settings_from(preset, nested, **overrides)
+    return choices.applicable(choices.settings_from(preset, nested, **overrides))
 
 
 def needsCheckpoint(encoder: str) -> bool:

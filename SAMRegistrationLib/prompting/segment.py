@@ -18,8 +18,8 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from ..encoders.litemedsam import LiteMedSAMEncoder
-from ..encoders.slicewise import SliceWiseEncoder, stack_grid
+from ..features.litemedsam import LiteMedSAMEncoder
+from ..features.slicewise import SliceWiseEncoder, stack_grid
 from ..errors import InputError
 from ..grid import Grid
 from ..prompts import Structure
@@ -63,11 +63,24 @@ class SliceCanvas:
         return int(round(index[self.axis])), np.array([index[col], index[row]])
 
 
+def prompt_slicing(settings):
+    """The slicing the prompt decoder's embeddings use: the encoder's own where it encodes slices
+    (so its cached stacks serve both), else the defaults; ``prompt_params.slice_step`` overrides the step."""
+    from ..encoders.slicewise import SliceParams
+    params = settings.encoder_params
+    slicing = SliceParams(slice_axis=params.slice_axis, slice_step=params.slice_step) \
+        if isinstance(params, SliceParams) else SliceParams()
+    if settings.prompt_params.slice_step is not None:
+        slicing = slicing.replaced(slice_step=settings.prompt_params.slice_step)
+    return slicing
+
+
 def slice_canvas(image01: sitk.Image, settings, reporter=None, fraction=(0.0, 1.0),
                  view: str = "identity") -> SliceCanvas:
     """The ``litemedsam`` slice lattice of ``image01`` (embeddings from the feature cache),
-    its slices seen through ``view`` (see ``slicewise.VIEWS``)."""
-    encoder = SliceWiseEncoder("litemedsam", settings)
+    its slices seen through ``view`` (see ``slicewise.VIEWS``), at :func:`prompt_slicing`."""
+    from ..encoders.litemedsam import PLUGIN as litemedsam
+    encoder = SliceWiseEncoder("litemedsam", settings, litemedsam.slice_model, prompt_slicing(settings))
     stack, info = encoder.stack(image01, reporter or (lambda *a, **k: None), fraction, view)
     axis = "xyz".index(info["axis"])
     canvas = stack_grid(image01, axis, info["slice_step"], LiteMedSAMEncoder.canvas,

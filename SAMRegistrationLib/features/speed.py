@@ -1,6 +1,6 @@
 """Speed / memory benchmark of the LiteMedSAM slice encoder.
 
-    python -m SAMRegistrationLib.encoders.speed [--slices 8] [--repeats 2] [--quick]
+    python -m SAMRegistrationLib.features.speed [--slices 8] [--repeats 2] [--quick]
 
 Each configuration runs in a fresh subprocess so that its peak RSS (VmHWM) is its own.
 Columns: ms/slice (wall time, best of ``--repeats`` timed runs of ``--slices`` slices, after
@@ -120,7 +120,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index, cfg in enumerate(_configs(args.quick)):
             cfg = dict(cfg, index=index, threads=args.threads)
-            cmd = [sys.executable, "-m", "SAMRegistrationLib.encoders.speed", "--child", json.dumps(cfg),
+            cmd = [sys.executable, "-m", "SAMRegistrationLib.features.speed", "--child", json.dumps(cfg),
                    "--out-dir", tmp, "--slices", str(args.slices), "--repeats", str(args.repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]

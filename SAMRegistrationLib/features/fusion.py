@@ -8,14 +8,14 @@ import math
 
 import torch
 
-from ..registry import get_volume_encoder, register_volume_encoder
+from ..encoders import build_encoder
 from .slicewise import FEATURE_VARIANCE
 
 
 class FusionEncoder:
     def __init__(self, parts: list[str], settings) -> None:
         self.name = "+".join(parts)
-        self.parts = [get_volume_encoder(p)(settings) for p in parts]
+        self.parts = [build_encoder(p, settings) for p in parts]
         self.weights = [1.0 if p != "mind" else float(settings.encoder_params.mind_weight) for p in parts]
         self.fusion_dims = settings.encoder_params.fusion_dims
 
@@ -67,6 +67,5 @@ def joint_pca_volumes(fixed: torch.Tensor, moving: torch.Tensor, dims: int,
     return project(fixed), project(moving)
 
 
-@register_volume_encoder("litemedsam+mind")
 def make_litemedsam_mind(settings) -> FusionEncoder:
     return FusionEncoder(["litemedsam", "mind"], settings)
