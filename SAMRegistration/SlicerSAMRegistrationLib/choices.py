@@ -75,14 +75,23 @@ def settingValue(settings: dict[str, Any], path: str) -> Any:
     return (settings.get(section) or {}).get(name) if section else settings.get(name)
 
 
-def settings_from(preset: str, nested: Optional[dict[str, Any]] = None, **overrides: Any) -> dict[str, Any]:
+def settings_from(preset: str, nested: Optional[dict[str, Any]] = None,
+                  advanced: Optional[dict[str, dict[str, Any]]] = None, **overrides: Any) -> dict[str, Any]:
     """The settings ``preset`` changes, with the non-None ``overrides`` (top-level settings) and
     ``nested`` (a settings dict, sections merged) applied on top.
+
+    ``advanced`` (section -> name -> value, the panel's Advanced form), when given, takes the
+    place of the preset's nested sections: the panel then states every nested value itself,
+    and ``nested`` still applies over it.
 
     Settings left out keep the engine's defaults, so a job file states only what was chosen;
     the engine checks every key and value when the job runs (one line for a bad one).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    chosen = merged(PRESETS[preset], {key: value for key, value in overrides.items() if value is not None})
+    base = PRESETS[preset]
+    if advanced is not None:
+        base = {key: value for key, value in base.items() if key not in SECTIONS}
+        base.update({section: dict(values) for section, values in advanced.items() if section in SECTIONS})
+    chosen = merged(base, {key: value for key, value in overrides.items() if value is not None})
     return merged(chosen, nested or {})
