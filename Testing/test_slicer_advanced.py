@@ -1,9 +1,10 @@
 """The Advanced section's generated form: every engine parameter of the chosen encoder and
 method, from the engine's parameter classes (``SlicerSAMRegistrationLib/advanced.py``).
 
-The Qt-free logic against the engine's own classes: what the form offers, text -> value, the
-JSON in the parameter node, merging into the run's settings, dropping what a new method lacks,
-one line for a bad value.
+The first part tests the Qt-free logic against the engine's own classes (what the form offers,
+text -> value, the JSON in the parameter node, merging into the run's settings, dropping what
+a new method lacks, one line for a bad value). The second part builds the panel on Slicer's own
+Python layers (``slicer_harness``) and drives the generated widgets.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+import slicer_harness
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (str(ROOT), str(ROOT / "SAMRegistration")):
@@ -207,3 +210,215 @@ def test_without_the_engine_nothing_is_listed_and_the_json_is_sent_as_stored(mon
     assert advanced.problem({"method": "convexadam"}) is None
     assert widget_helpers.choiceValues(panel, "method", "pyramid") == {"method": "pyramid"}
     assert widget_helpers.settingsFromParameters(panel)["method_params"]["ic_iterations"] == 9
+
+
+# ----------------------------------------------------------------------------- the panel
+REASON = slicer_harness.unavailableReason()
+needsSlicer = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+@pytest.fixture
+def panel(tmp_path):
+    """The module's panel, set up and entered as Slicer does, with two volumes in the scene."""
+    h = slicer_harness.SlicerHarness(tmp_path).install()
+    try:
+        h.loadModule()
+        test = h.module.SAMRegistrationTest
+        for name, shift in (("fixed", (0, 0, 0)), ("moving", (1, 0, 0))):
+            test._volume(test(), test._phantom(shift), name)
+        representation = h.moduleObject.widgetRepresentation()
+        representation.enter()
+        yield representation
+    finally:
+        h.uninstall()
+
+
+def _editors(widget) -> dict:
+    return {key: editor for key, (spec, editor) in widget._advancedEditors.items()}
+
+
+def _choose(combo, text: str) -> None:
+    combo.currentIndex = combo.findText(text)
+
+
+@needsSlicer
+def test_the_panel_builds_a_widget_per_parameter(panel):
+    widget = panel.self()
+    parameters = widget._parameterNode
+    assert (parameters.encoder, parameters.method) == ("auto", "convexadam")
+    editors = _editors(widget)
+    assert list(editors) == _expected("auto", "convexadam")
+    classes = {"int": "QSpinBox", "float": "QDoubleSpinBox", "bool": "QCheckBox", "choice": "QComboBox",
+               "text": "QLineEdit"}
+    for key, (spec, editor) in widget._advancedEditors.items():
+        assert editor.className() == classes[spec.kind], key
+        assert editor.toolTip == spec.toolTip and editor.objectName == key
+        if spec.kind in ("int", "float"):
+            assert (editor.minimum, editor.maximum) == (spec.minimum, spec.maximum)
+            assert editor.value == spec.default, key            # the default is shown
+        elif spec.kind == "choice":
+            assert editor.currentText == spec.default
+    assert editors["prompt_params.views"].text == "flip-cols"
+    assert editors["encoder_params.mind_oversample"].text == "" \
+        and editors["encoder_params.mind_oversample"].placeholderText == "auto"
+    # one collapsible section per settings section, one form row per parameter, inside Advanced
+    boxes = [w for w in widget._advancedForm.findChildren() if w.className() == "ctkCollapsibleButton"]
+    assert [box.text for box in boxes] == ["Encoder parameters", "Prompt parameters",
+                                           "Method parameters (convexadam)"]
+    assert sum(box.layout().rowCount() for box in boxes) == len(editors)
+    assert widget._advancedForm in widget.ui.advancedCollapsibleButton.findChildren()
+    assert not widget.ui.advancedParametersLabel.visible
+    assert parameters.advancedSettings == "{}"
+
+
+@needsSlicer
+def test_form_edits_are_stored_as_json_and_reach_the_run(panel, monkeypatch):
+    widget = panel.self()
+    parameters = widget._parameterNode
+    editors = _editors(widget)
+    editors["method_params.ic_iterations"].value = 7
+    editors["prompt_params.auxiliary"].checked = True
+    _choose(editors["encoder_params.slice_axis"], "x")
+    editors["encoder_params.mind_weight"].value = 1.5
+    editors["prompt_params.views"].text = "flip-rows, zoom-out"
+    editors["prompt_params.views"].editingFinished.emit()
+    stored = {"encoder_params": {"mind_weight": 1.5, "slice_axis": "x"},
+              "prompt_params": {"auxiliary": True, "views": ["flip-rows", "zoom-out"]},
+              "method_params": {"ic_iterations": 7}}
+    assert json.loads(parameters.advancedSettings) == stored
+    assert json.loads(parameters.parameterNode.GetParameter("advancedSettings")) == stored
+    # back to the default: no longer stored
+    editors["encoder_params.mind_weight"].value = 3.0
+    del stored["encoder_params"]["mind_weight"]
+    assert json.loads(parameters.advancedSettings) == stored
+    # Apply sends them, with the basic fields
+    sent = {}
+    monkeypatch.setattr(widget, "_readyToRun", lambda: True)
+    monkeypatch.setattr(widget.logic, "register", lambda fixed, moving, **kwargs: sent.update(kwargs))
+    widget.onApplyButton()
+    settings = sent["settings"]
+    assert settings["method_params"]["ic_iterations"] == 7 and settings["method_params"]["iterations"] == 50
+    assert settings["prompt_params"] == stored["prompt_params"] and settings["encoder_params"]["slice_axis"] == "x"
+    engine = Settings.parse(settings)
+    assert engine.method_params.ic_iterations == 7 and engine.prompt_params.auxiliary is True
+    # the parameter node changed from elsewhere (console, scene): the form follows
+    parameters.advancedSettings = advanced.dumps({"method_params": {"smooth_passes": 1}})
+    assert editors["method_params.smooth_passes"].value == 1 and editors["method_params.ic_iterations"].value == 15
+    assert editors["prompt_params.views"].text == "flip-cols"
+
+
+@needsSlicer
+def test_switching_the_method_rebuilds_the_form_and_drops_stale_values(panel):
+    widget = panel.self()
+    parameters = widget._parameterNode
+    editors = _editors(widget)
+    editors["method_params.ic_iterations"].value = 7          # convexadam only
+    editors["method_params.learning_rate"].value = 0.5        # convexadam and pyramid
+    editors["prompt_params.auxiliary"].checked = True
+    oldForm = widget._advancedForm
+    _choose(widget.ui.methodComboBox, "pyramid")
+    assert parameters.method == "pyramid"
+    assert widget._advancedForm is not oldForm and oldForm not in widget.ui.advancedCollapsibleButton.findChildren()
+    assert list(_editors(widget)) == _expected("auto", "pyramid")
+    assert json.loads(parameters.advancedSettings) == {"method_params": {"learning_rate": 0.5},
+                                                       "prompt_params": {"auxiliary": True}}
+    assert _editors(widget)["method_params.learning_rate"].value == 0.5
+    # pyramid has no iterations: its basic field is disabled, and the run does not send it
+    assert not widget.ui.iterationsSpinBox.enabled and widget.ui.lambdaRegSpinBox.enabled
+    settings = widget_helpers.settingsFromParameters(parameters)
+    assert "iterations" not in settings["method_params"] and "ic_iterations" not in settings["method_params"]
+    Settings.parse(settings)
+    _editors(widget)["method_params.factors"].text = "4, 2"
+    _editors(widget)["method_params.factors"].editingFinished.emit()
+    assert json.loads(parameters.advancedSettings)["method_params"]["factors"] == [4, 2]
+    _choose(widget.ui.methodComboBox, "convexadam")
+    assert widget.ui.iterationsSpinBox.enabled
+    assert _editors(widget)["method_params.ic_iterations"].value == 15   # dropped, not remembered
+    assert json.loads(parameters.advancedSettings) == {"method_params": {"learning_rate": 0.5},
+                                                       "prompt_params": {"auxiliary": True}}
+
+
+@needsSlicer
+def test_a_preset_fills_the_form(panel):
+    widget = panel.self()
+    parameters = widget._parameterNode
+    _editors(widget)["prompt_params.auxiliary"].checked = True
+    _choose(widget.ui.presetComboBox, "fast")
+    assert json.loads(parameters.advancedSettings) == {"method_params": {"ic_iterations": 5}}
+    assert _editors(widget)["method_params.ic_iterations"].value == 5
+    assert _editors(widget)["prompt_params.auxiliary"].checked is False
+
+
+@needsSlicer
+def test_a_bad_value_in_the_form_is_one_clear_line(panel):
+    widget = panel.self()
+    parameters = widget._parameterNode
+    oversample = _editors(widget)["encoder_params.mind_oversample"]
+    oversample.text = "9"                                     # typed past the engine's range 1..4
+    oversample.editingFinished.emit()
+    label = widget.ui.advancedParametersLabel
+    assert label.visible and "setting 'encoder_params.mind_oversample'" in label.text and "\n" not in label.text
+    import slicer
+    logic = widget.logic
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="setting 'encoder_params.mind_oversample'") as raised:
+        logic.register(parameters.fixedVolume, parameters.movingVolume,
+                       settings=widget_helpers.settingsFromParameters(parameters))
+    assert "\n" not in str(raised.value) and not logic.isRunning
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+    oversample.text = "2"
+    oversample.editingFinished.emit()
+    assert not label.visible and json.loads(parameters.advancedSettings) == {"encoder_params": {"mind_oversample": 2}}
+    # JSON that is not the form's (a hand-edited scene) is one line too, and the next edit replaces it
+    parameters.advancedSettings = "{broken"
+    assert label.visible and "not valid JSON" in label.text and "\n" not in label.text
+    with pytest.raises(ValueError, match="not valid JSON"):
+        widget_helpers.settingsFromParameters(parameters)
+    _editors(widget)["method_params.ic_iterations"].value = 6
+    assert json.loads(parameters.advancedSettings) == {"method_params": {"ic_iterations": 6}}
+
+
+@needsSlicer
+def test_the_values_persist_with_the_scene(panel, tmp_path):
+    import slicer
+    widget = panel.self()
+    _editors(widget)["method_params.disp_hw"].value = 6
+    _editors(widget)["prompt_params.views"].text = ""
+    _editors(widget)["prompt_params.views"].editingFinished.emit()
+    stored = {"prompt_params": {"views": []}, "method_params": {"disp_hw": 6}}
+    assert json.loads(widget._parameterNode.advancedSettings) == stored
+    sceneFile = tmp_path / "scene.mrml"
+    slicer.mrmlScene.SetURL(str(sceneFile))
+    assert slicer.mrmlScene.Commit()
+    assert "advancedSettings" in sceneFile.read_text(encoding="utf-8")
+    panel.exit()
+    slicer.mrmlScene.Clear(0)
+    slicer.mrmlScene.SetURL(str(sceneFile))
+    assert slicer.mrmlScene.Import()
+    panel.enter()
+    parameters = widget._parameterNode
+    assert json.loads(parameters.advancedSettings) == stored
+    assert _editors(widget)["method_params.disp_hw"].value == 6 and _editors(widget)["prompt_params.views"].text == ""
+    assert widget_helpers.settingsFromParameters(parameters)["prompt_params"]["views"] == []
+
+
+@needsSlicer
+def test_without_the_engine_the_section_says_so(tmp_path, monkeypatch):
+    _withoutEngine(monkeypatch)
+    h = slicer_harness.SlicerHarness(tmp_path).install()
+    try:
+        h.loadModule()
+        representation = h.moduleObject.widgetRepresentation()
+        representation.enter()
+        widget = representation.self()
+        assert widget._advancedEditors == {} and widget._advancedForm is None
+        label = widget.ui.advancedParametersLabel
+        assert label.visible and label.text == advanced.UNAVAILABLE
+        assert widget.ui.iterationsSpinBox.enabled
+        # installed later (the first Apply): entering the module again lists the parameters
+        monkeypatch.undo()
+        representation.exit()
+        representation.enter()
+        assert list(_editors(widget)) == _expected("auto", "convexadam") and not label.visible
+    finally:
+        h.uninstall()
