@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Annotated, Optional, Union
 
+import ctk
 import qt
 import vtk
 
@@ -67,7 +68,7 @@ from SlicerSAMRegistrationLib.compatibility import runningSlicerVersion, unsuppo
 UNSUPPORTED = unsupportedReason(runningSlicerVersion(slicer.app), sys.version_info)
 
 if UNSUPPORTED is None:
-    from SlicerSAMRegistrationLib import dependencies, widget_helpers  # noqa: E402
+    from SlicerSAMRegistrationLib import advanced, dependencies, widget_helpers  # noqa: E402
     from SlicerSAMRegistrationLib.scene_logic import SceneRegistrationLogic  # noqa: E402
 else:   # the rest of the module needs a newer Python: load, and say why it cannot run
     logging.error(UNSUPPORTED)
@@ -102,6 +103,9 @@ class SAMRegistration(ScriptedLoadableModule):
 class SAMRegistrationParameterNode:
     """Everything the panel shows. 0 in spacing / slice step means automatic; an empty encoder
     means no preset has been applied yet (the widget then applies the default preset).
+    ``advancedSettings`` is the Advanced form's JSON (``SlicerSAMRegistrationLib/advanced.py``):
+    the engine parameters that differ from their defaults, nested by section; empty in scenes
+    saved before the form existed (the preset's values then apply).
 
     A union of node types must include None (``Optional``): the wrapper writes every field's
     default, None for nodes, when it first wraps a node, and a union without None has no
@@ -124,6 +128,7 @@ class SAMRegistrationParameterNode:
     pcaDims: Annotated[int, WithinRange(1, 256)] = 12
     lambdaReg: Annotated[float, WithinRange(0.0, 100.0)] = 0.3
     iterations: Annotated[int, WithinRange(0, 2000)] = 50
+    advancedSettings: str = ""
     checkpointPath: str = ""
     keepTemporaryFiles: bool = False
     outputTransform: vtkMRMLTransformNode
@@ -148,6 +153,10 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelling = False
         self._pointObservations = {}   # prompt field -> (point list node, callback)
         self._checkerboardNode = None
+        self._advancedFormKey = None   # (encoder, method) the generated form was built for
+        self._advancedForm = None      # the generated form's widget
+        self._advancedDocs = None      # its engine ParameterDocs by section (None: no form)
+        self._advancedEditors = {}     # setting path -> (FieldSpec, editor widget)
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -187,6 +196,7 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         if self.logic is not None:
+            self._advancedFormKey = None   # rebuilt: the engine may have been installed meanwhile
             self.initializeParameterNode()
 
     def exit(self):
@@ -246,6 +256,9 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     combo.setCurrentIndex(combo.findText(value))
             if self.ui.checkpointPathLineEdit.currentPath != parameters.checkpointPath:
                 self.ui.checkpointPathLineEdit.currentPath = parameters.checkpointPath
+            if (parameters.encoder, parameters.method) != self._advancedFormKey:
+                self._buildAdvancedForm(parameters.encoder, parameters.method)
+            self._showAdvancedValues()
         finally:
             self._updatingGui = False
         self.ui.checkpointPathLineEdit.enabled = widget_helpers.needsCheckpoint(parameters.encoder)
@@ -256,8 +269,10 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if field == "preset":
             self._applyPreset(text)
-        else:
-            setattr(self._parameterNode, field, text)
+        else:   # a new encoder or method also drops the Advanced values it lacks
+            with slicer.util.NodeModify(self._parameterNode):
+                for name, value in widget_helpers.choiceValues(self._parameterNode, field, text).items():
+                    setattr(self._parameterNode, name, value)
 
     def onCheckpointPathChanged(self, path, *args):
         if not self._updatingGui and self._parameterNode is not None:
@@ -269,6 +284,117 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.preset = preset
             for field, value in widget_helpers.presetValues(preset).items():
                 setattr(self._parameterNode, field, value)
+
+    # ------------------------------------------------------------------ generated Advanced form
+    def _buildAdvancedForm(self, encoder, method):
+        """Replace the generated form with one row per engine parameter of ``encoder`` and
+        ``method`` (``advanced.formSpecs``), or a line saying why there is none."""
+        self._advancedFormKey = (encoder, method)
+        if self._advancedForm is not None:
+            self.ui.advancedParametersWidget.layout().removeWidget(self._advancedForm)
+            self._advancedForm.hide()
+            self._advancedForm.deleteLater()
+        self._advancedForm, self._advancedDocs, self._advancedEditors = None, None, {}
+        try:
+            docs = advanced.sectionDocs(encoder, method)
+        except (ImportError, ValueError) as exc:
+            self._setAdvancedMessage(advanced.UNAVAILABLE if isinstance(exc, ImportError) else str(exc))
+            docs = None
+        # the basic fields whose setting the method lacks (pyramid: iterations) are disabled
+        for field, offered in widget_helpers.offeredBasicFields(docs).items():
+            getattr(self.ui, f"{field}SpinBox").enabled = offered
+        if docs is None:
+            return
+        self._advancedDocs = docs
+        form = qt.QWidget()
+        formLayout = qt.QVBoxLayout(form)
+        specs = advanced.formSpecs(docs, skip=widget_helpers.BASIC_PATHS)
+        for section, sectionSpecs in advanced.groupedSpecs(specs):
+            box = ctk.ctkCollapsibleButton()
+            box.text = advanced.sectionTitle(section, method)
+            rows = qt.QFormLayout(box)
+            for spec in sectionSpecs:
+                label = qt.QLabel(spec.label)
+                label.toolTip = spec.toolTip
+                editor = self._advancedEditor(spec)
+                rows.addRow(label, editor)
+                self._advancedEditors[spec.key] = (spec, editor)
+            formLayout.addWidget(box)
+        self.ui.advancedParametersWidget.layout().addWidget(form)
+        self._advancedForm = form
+
+    def _advancedEditor(self, spec):
+        """The Qt widget of one generated row; its changes go to ``_onAdvancedEdited``."""
+        slot = functools.partial(self._onAdvancedEdited, spec.key)
+        if spec.kind in ("int", "float"):
+            editor = qt.QSpinBox() if spec.kind == "int" else qt.QDoubleSpinBox()
+            if spec.kind == "float":
+                editor.decimals = spec.decimals
+            editor.setRange(spec.minimum, spec.maximum)
+            editor.singleStep = spec.singleStep
+            editor.value = advanced.widgetValue(spec, spec.default)
+            editor.valueChanged.connect(slot)
+        elif spec.kind == "bool":
+            editor = qt.QCheckBox()
+            editor.checked = advanced.widgetValue(spec, spec.default)
+            editor.toggled.connect(slot)
+        elif spec.kind == "choice":
+            editor = qt.QComboBox()
+            for choice in spec.choices:
+                editor.addItem(str(choice))
+            editor.currentIndex = advanced.widgetValue(spec, spec.default)
+            editor.currentIndexChanged.connect(slot)
+        else:
+            editor = qt.QLineEdit()
+            editor.placeholderText = spec.placeholder
+            editor.text = advanced.widgetValue(spec, spec.default)
+            editor.editingFinished.connect(slot)
+        editor.objectName = spec.key
+        editor.toolTip = spec.toolTip
+        return editor
+
+    @staticmethod
+    def _editorValue(spec, editor):
+        if spec.kind in ("int", "float"):
+            return editor.value
+        if spec.kind == "bool":
+            return editor.checked
+        if spec.kind == "choice":
+            return editor.currentIndex
+        return editor.text
+
+    def _onAdvancedEdited(self, key, *args):
+        if self._updatingGui or self._parameterNode is None or key not in self._advancedEditors:
+            return
+        spec, editor = self._advancedEditors[key]
+        self._parameterNode.advancedSettings = widget_helpers.advancedEdit(
+            self._parameterNode, spec, self._editorValue(spec, editor))
+
+    def _showAdvancedValues(self):
+        """Show the stored values in the generated form, and the engine's complaint, if any."""
+        parameters = self._parameterNode
+        try:
+            values = widget_helpers.advancedValues(parameters)
+            message = advanced.problem(widget_helpers.settingsFromParameters(parameters))
+        except ValueError as exc:
+            values, message = {}, str(exc)
+        for spec, editor in self._advancedEditors.values():
+            value = advanced.currentValue(values, spec)
+            if spec.kind == "text":   # leave the typed text alone while it means the same
+                if not advanced.sameValue(advanced.editedValue(spec, editor.text), value):
+                    editor.text = advanced.widgetValue(spec, value)
+            elif spec.kind in ("int", "float"):
+                editor.value = advanced.widgetValue(spec, value)
+            elif spec.kind == "bool":
+                editor.checked = advanced.widgetValue(spec, value)
+            else:
+                editor.currentIndex = advanced.widgetValue(spec, value)
+        if self._advancedDocs is not None:
+            self._setAdvancedMessage(message or "")
+
+    def _setAdvancedMessage(self, text):
+        self.ui.advancedParametersLabel.text = text
+        self.ui.advancedParametersLabel.visible = bool(text)
 
     # ------------------------------------------------------------------ point prompts
     def onPointListSelected(self, row, node, *args):
@@ -316,6 +442,9 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the registration."), waitCursor=False):
             if self._readyToRun():
+                if self._advancedDocs is None:   # the engine was just installed: list its parameters
+                    self._advancedFormKey = None
+                    self.onParameterNodeModified()
                 self._startRun()
 
     def _readyToRun(self):

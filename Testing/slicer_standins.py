@@ -125,25 +125,42 @@ class QObject:
     def className(self) -> str:
         return type(self).__name__
 
+    def deleteLater(self) -> None:
+        """Qt deletes the object when control returns to the event loop; here it leaves its
+        parent at once, so ``findChildren`` no longer lists it."""
+        if self._parent is not None:
+            self._parent._children.remove(self)
+            self._parent = None
+        self.__dict__["_deleted"] = True
+
 
 class QLayout(QObject):
+    """A layout: the widgets added to it become children of the widget it manages, as in Qt;
+    ``count()`` is the number of its items."""
+
     def __init__(self, parent: Optional["QWidget"] = None) -> None:
         super().__init__()
         self._owner: Optional[QWidget] = None
+        self._items: list[Any] = []
         if parent is not None:
             parent.setLayout(self)
 
     def addWidget(self, widget: "QWidget", *args: Any) -> None:
         if self._owner is not None:
             self._owner._adopt(widget)
+        self._items.append(widget)
 
-    def addRow(self, *items: Any) -> None:
-        for item in items:
-            if isinstance(item, QWidget):
-                self.addWidget(item)
+    def removeWidget(self, widget: "QWidget") -> None:
+        """As in Qt: the widget leaves the layout, not its parent."""
+        if widget in self._items:
+            self._items.remove(widget)
 
     def addLayout(self, layout: "QLayout", *args: Any) -> None:
         layout._owner = self._owner
+        self._items.append(layout)
+
+    def count(self) -> int:
+        return len(self._items)
 
 
 class QVBoxLayout(QLayout):
@@ -155,7 +172,28 @@ class QHBoxLayout(QLayout):
 
 
 class QFormLayout(QLayout):
-    pass
+    """Rows of (label, field); ``addRow(label, field)`` with widgets or ``addRow(field)``."""
+
+    def __init__(self, parent: Optional["QWidget"] = None) -> None:
+        super().__init__(parent)
+        self._rows: list[tuple[Any, Any]] = []
+
+    def addRow(self, *items: Any) -> None:
+        if len(items) == 1:
+            label, field = None, items[0]
+        else:
+            label, field = items[0], items[1]
+            if isinstance(label, str):          # Qt makes a QLabel of a text label
+                label = QLabel(label)
+        for item in (label, field):
+            if isinstance(item, QWidget):
+                self.addWidget(item)
+            elif isinstance(item, QLayout):
+                self.addLayout(item)
+        self._rows.append((label, field))
+
+    def rowCount(self) -> int:
+        return len(self._rows)
 
 
 class QGridLayout(QLayout):
@@ -323,12 +361,16 @@ class QComboBox(QWidget):
 
 
 class QLineEdit(QWidget):
+    """``text`` assignments emit ``textChanged``; ``editingFinished`` is what Qt emits on Return
+    or when the field loses focus (a test emits it after typing)."""
     textChanged = signal()
+    editingFinished = signal()
     text = notifying("text", "textChanged", convert=lambda self, v: str(v))
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self._text = ""
+        self.placeholderText = ""
 
 
 class QTextEdit(QWidget):
@@ -723,15 +765,30 @@ class QUiLoader:
         self._children(element, widget)
         return widget
 
-    def _children(self, element: ET.Element, widget: QWidget) -> None:
+    def _children(self, element: ET.Element, widget: QWidget, layout: Optional[QLayout] = None) -> None:
+        """Child widgets, and layouts (set on their widget, holding their items) as Qt builds them."""
         for child in element:
             if child.tag == "widget":
-                self._widget(child, widget)
-            elif child.tag in ("layout", "item"):
-                self._children(child, widget)
+                childWidget = self._widget(child, widget)
+                if layout is not None:
+                    layout._items.append(childWidget)
+            elif child.tag == "layout":
+                className = child.get("class")
+                if className not in LAYOUT_CLASSES:
+                    raise TypeError(f"the .ui file uses {className}, which has no stand-in")
+                childLayout = LAYOUT_CLASSES[className]()
+                childLayout.objectName = child.get("name", "")
+                if layout is None:
+                    widget.setLayout(childLayout)
+                else:
+                    layout.addLayout(childLayout)
+                self._children(child, widget, childLayout)
+            elif child.tag == "item":
+                self._children(child, widget, layout)
 
 
 # ----------------------------------------------------------------------------- the modules
+LAYOUT_CLASSES = {cls.__name__: cls for cls in (QVBoxLayout, QHBoxLayout, QFormLayout, QGridLayout)}
 QT_CLASSES = (QObject, QWidget, QFrame, QLabel, QAbstractButton, QPushButton, QToolButton, QCheckBox,
               QSpinBox, QDoubleSpinBox, QSlider, QComboBox, QLineEdit, QTextEdit, QPlainTextEdit,
               QProgressBar, QColor, QIcon, QSettings, QTimer, QFile, QMessageBox, QLayout, QVBoxLayout,

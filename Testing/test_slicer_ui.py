@@ -100,6 +100,18 @@ def test_method_combos_are_empty_in_the_ui(ui_widgets):
         assert ui_widgets[combo].findall("item") == []
 
 
+def test_the_advanced_section_has_room_for_the_generated_form(ui_tree, ui_widgets):
+    """The widget adds the generated form (``advanced.py``) to ``advancedParametersWidget``'s layout
+    and disables ``<field>SpinBox`` where the method lacks that setting."""
+    advancedBox = ui_widgets["advancedCollapsibleButton"]
+    inside = {w.get("name"): w for w in advancedBox.iter("widget")}
+    container = inside["advancedParametersWidget"]
+    assert container.get("class") == "QWidget" and container.find("layout").get("class") == "QVBoxLayout"
+    assert inside["advancedParametersLabel"].get("class") == "QLabel"
+    for field in widget_helpers.NUMERIC_SETTINGS:
+        assert inside[f"{field}SpinBox"].get("class") in ("QSpinBox", "QDoubleSpinBox"), field
+
+
 def test_every_mrml_widget_gets_the_scene(ui_tree, ui_widgets):
     receivers = {c.findtext("receiver") for c in ui_tree.getroot().iter("connection")
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}

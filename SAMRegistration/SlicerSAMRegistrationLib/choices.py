@@ -73,37 +73,23 @@ def settingValue(settings: dict[str, Any], path: str) -> Any:
     return (settings.get(section) or {}).get(name) if section else settings.get(name)
 
 
-def applicable(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` less the nested values that the chosen encoder or method has no parameter
-    for: the panel always shows slice step and PCA dimensions, which MIND-SSC has not, and a
-    preset may tune a method other than the chosen one. Unchanged before pydantic is installed
-    or for an unknown name (the engine then reports it)."""
-    try:
-        from SAMRegistrationLib.errors import InputError
-        from SAMRegistrationLib.settings import parameter_sections
-    except ImportError:
-        return settings
-    defaults = default_settings()
-    try:
-        sections = parameter_sections(settings.get("encoder") or defaults["encoder"],
-                                      settings.get("method") or defaults["method"])
-    except InputError:
-        return settings
-    result = copy.deepcopy(settings)
-    for section, params_class in sections.items():
-        if isinstance(result.get(section), dict):
-            result[section] = {k: v for k, v in result[section].items() if k in params_class.model_fields}
-    return result
-
-
-def settings_from(preset: str, nested: Optional[dict[str, Any]] = None, **overrides: Any) -> dict[str, Any]:
+def settings_from(preset: str, nested: Optional[dict[str, Any]] = None,
+                  advanced: Optional[dict[str, dict[str, Any]]] = None, **overrides: Any) -> dict[str, Any]:
     """The settings ``preset`` changes, with the non-None ``overrides`` (top-level settings) and
     ``nested`` (a settings dict, sections merged) applied on top.
+
+    ``advanced`` (section -> name -> value, the panel's Advanced form), when given, takes the
+    place of the preset's nested sections: the panel then states every nested value itself,
+    and ``nested`` still applies over it.
 
     Settings left out keep the engine's defaults, so a job file states only what was chosen;
     the engine checks every key and value when the job runs (one line for a bad one).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    chosen = merged(PRESETS[preset], {key: value for key, value in overrides.items() if value is not None})
+    base = PRESETS[preset]
+    if advanced is not None:
+        base = {key: value for key, value in base.items() if key not in SECTIONS}
+        base.update({section: dict(values) for section, values in advanced.items() if section in SECTIONS})
+    chosen = merged(base, {key: value for key, value in overrides.items() if value is not None})
     return merged(chosen, nested or {})

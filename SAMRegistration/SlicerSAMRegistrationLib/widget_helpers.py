@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from SlicerSAMRegistrationLib import advanced
+
 POSITIVE_COLOR = (0.0, 1.0, 0.0)
 NEGATIVE_COLOR = (1.0, 0.0, 0.0)
 
@@ -41,7 +43,7 @@ CHOICE_COMBOS = {
 }
 
 #: parameter-node field -> engine setting (a dotted path into the nested settings), for the
-#: numeric fields of the Advanced section
+#: numeric fields of the Advanced section (their widgets are ``<field>SpinBox``)
 NUMERIC_SETTINGS = {
     "spacing": "spacing",
     "sliceStep": "encoder_params.slice_step",
@@ -49,6 +51,8 @@ NUMERIC_SETTINGS = {
     "lambdaReg": "method_params.lambda_reg",
     "iterations": "method_params.iterations",
 }
+#: the settings those fields show: the generated form (``advanced``) does not repeat them
+BASIC_PATHS = tuple(NUMERIC_SETTINGS.values())
 #: fields where 0 in the panel means "automatic" (None for the engine)
 ZERO_MEANS_AUTO = ("spacing", "sliceStep")
 
@@ -94,11 +98,26 @@ def fillChoices(ui, choicesModule=None) -> dict[str, list[str]]:
     return items
 
 
+def presetAdvancedValues(preset: str, choicesModule=None) -> dict[str, dict[str, Any]]:
+    """The nested values ``preset`` sets that the basic fields do not show: what the generated
+    form of the Advanced section holds after choosing it (section -> name -> value)."""
+    choices = _choices(choicesModule)
+    if preset not in choices.PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(choices.PRESETS)}")
+    values: dict[str, dict[str, Any]] = {}
+    for section in advanced.SECTIONS:
+        for name, value in (choices.PRESETS[preset].get(section) or {}).items():
+            if f"{section}.{name}" not in BASIC_PATHS:
+                values.setdefault(section, {})[name] = value
+    return values
+
+
 def presetValues(preset: str, choicesModule=None) -> dict[str, Any]:
     """Parameter-node values that selecting ``preset`` puts in the panel.
 
-    Encoder, method and the numeric fields show the preset over the engine defaults; the
-    device changes only when the preset names one (it is a property of the computer).
+    Encoder, method, the numeric fields and the Advanced form (``advancedSettings``) show the
+    preset over the engine defaults; the device changes only when the preset names one (it is a
+    property of the computer).
     """
     choices = _choices(choicesModule)
     if preset not in choices.PRESETS:
@@ -116,14 +135,66 @@ def presetValues(preset: str, choicesModule=None) -> dict[str, Any]:
     values["lambdaReg"] = float(values["lambdaReg"])
     for field in ("sliceStep", "pcaDims", "iterations"):
         values[field] = int(values[field])
+    values[advanced.PARAMETER] = advanced.dumps(presetAdvancedValues(preset, choices))
     return values
+
+
+def advancedValues(parameters, choicesModule=None) -> dict[str, dict[str, Any]]:
+    """The Advanced form's values (section -> name -> value, only those differing from the
+    defaults) from the parameter node: its ``advancedSettings`` JSON, or, where that was never
+    written (a scene from before the form), the preset's. ValueError (one line) for bad JSON."""
+    text = str(getattr(parameters, advanced.PARAMETER, "") or "")
+    if text.strip():
+        return advanced.loads(text)
+    preset = getattr(parameters, "preset", "") or _choices(choicesModule).DEFAULT_PRESET
+    return presetAdvancedValues(preset, choicesModule)
+
+
+def advancedEdit(parameters, spec: "advanced.FieldSpec", raw: Any, choicesModule=None) -> str:
+    """The ``advancedSettings`` JSON after the form's widget for ``spec`` changed to ``raw``
+    (its value, check state, index or text); stored JSON that does not parse is replaced."""
+    try:
+        values = advancedValues(parameters, choicesModule)
+    except ValueError:
+        values = {}
+    return advanced.dumps(advanced.withValue(values, spec, advanced.editedValue(spec, raw)))
+
+
+def choiceValues(parameters, field: str, value: str, choicesModule=None) -> dict[str, Any]:
+    """Parameter-node values for choosing ``value`` in the ``field`` combo (encoder, method,
+    device): with a new encoder or method, the Advanced values the new choice lacks are dropped
+    (where the engine is installed to say which)."""
+    values: dict[str, Any] = {field: value}
+    if field not in ("encoder", "method"):
+        return values
+    choice = {"encoder": getattr(parameters, "encoder", ""), "method": getattr(parameters, "method", "")}
+    choice[field] = value
+    try:
+        docs = advanced.sectionDocs(choice["encoder"], choice["method"])
+        stored = advancedValues(parameters, choicesModule)
+    except (ImportError, ValueError):
+        return values
+    values[advanced.PARAMETER] = advanced.dumps(advanced.pruned(stored, docs))
+    return values
+
+
+def offeredBasicFields(docs: Optional[Mapping[str, Any]]) -> dict[str, bool]:
+    """Numeric field -> whether the chosen encoder and method have its setting (``docs``: their
+    ``advanced.sectionDocs``; None: unknown, all offered). ``pyramid`` has no ``iterations``."""
+    if docs is None:
+        return {field: True for field in NUMERIC_SETTINGS}
+    known = advanced.offeredPaths(docs)
+    return {field: "." not in path or path in known for field, path in NUMERIC_SETTINGS.items()}
 
 
 def settingsFromParameters(parameters, choicesModule=None) -> dict[str, Any]:
     """Engine settings for a run, from the parameter node (or any object with its fields).
 
-    What the panel shows is what runs: the preset supplies only the settings the panel has
-    no field for, and 0 in spacing / slice step is sent as None (automatic).
+    What the panel shows is what runs: the numeric fields and the Advanced form's values
+    (``advancedValues``) give the nested sections, the preset supplies only the top-level
+    settings the panel has no field for, and 0 in spacing / slice step is sent as None
+    (automatic). Nested values the chosen encoder or method lacks are left out
+    (``advanced.withoutUnknown``), e.g. ``iterations`` for ``pyramid``.
     """
     choices = _choices(choicesModule)
     checkpoint = str(getattr(parameters, "checkpointPath", "") or "").strip()
@@ -144,7 +215,8 @@ def settingsFromParameters(parameters, choicesModule=None) -> dict[str, Any]:
         else:
             nested[name] = value
     preset = getattr(parameters, "preset", "") or choices.DEFAULT_PRESET
-    return choices.applicable(choices.settings_from(preset, nested, **overrides))
+    settings = choices.settings_from(preset, nested, advanced=advancedValues(parameters, choices), **overrides)
+    return advanced.withoutUnknown(settings)
 
 
 def needsCheckpoint(encoder: str) -> bool:
