@@ -28,10 +28,15 @@ from .plugins import method_plugin
 from .progress import ProgressFn, Reporter
 from .registry import get_volume_encoder
 from .settings import Settings
-from .stages import (LARGE_VOXEL_BUDGET, REFERENCE_SPACING_MM, WORKING_VOXEL_BUDGET, affine_stage,  # noqa: F401
+from .stages import (LARGE_VOXEL_BUDGET, REFERENCE_SPACING_MM, WORKING_VOXEL_BUDGET, affine_stage,
                      anatomy_mask, build_report, check_memory, choose_prompts, click_landmarks, compose_stage,
                      default_spacing, encode_stage, evaluate_stage, load_stage, optimise_stage, plan_working_grid,
                      prompt_stage, publish, regions_on_grid, working_grid, write_stage)
+
+# the helpers other modules import from here live with their stages in stages.py
+__all__ = ["RegistrationInputs", "register", "STAGES", "OUTPUT_FILES", "peak_rss_mb", "working_grid",
+           "default_spacing", "anatomy_mask", "regions_on_grid", "click_landmarks", "check_memory",
+           "WORKING_VOXEL_BUDGET", "LARGE_VOXEL_BUDGET", "REFERENCE_SPACING_MM"]
 
 STAGES = ("load", "affine", "encode", "optimise", "write")
 OUTPUT_FILES = ("warped.nii.gz", "displacement.nrrd", "jacobian.nii.gz", "qc.png", "report.json")
