@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from .errors import InputError
+from .grid import Grid
 from .ownership import OutputLedger
 from .progress import ProgressFn, no_progress
-from .worker import key_metrics
+from .report_schema import key_metrics
 
 _TEMPLATE_FILE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 DEMO_SPACING_MM = 2.0
@@ -32,28 +34,17 @@ DEMO_SEED = 20250601
 
 
 # ----------------------------------------------------------------------------- geometry helpers
-def _index_to_physical_matrix(image) -> tuple[np.ndarray, np.ndarray]:
-    """(M, origin) with physical = origin + M @ (i, j, k)."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    return direction @ np.diag(image.GetSpacing()), np.asarray(image.GetOrigin(), dtype=float)
-
-
 def grid_points(image) -> np.ndarray:
     """Physical (LPS) positions of all voxels of ``image``, shape (nz*ny*nx, 3), array order."""
-    matrix, origin = _index_to_physical_matrix(image)
-    nx, ny, nz = image.GetSize()
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1).astype(float)
-    return ijk @ matrix.T + origin
+    return Grid.from_image(image).world_points(torch.float64).reshape(-1, 3).numpy()
 
 
 def sample(array: np.ndarray, image, points: np.ndarray, order: int = 1,
            mode: str = "constant", cval: float = 0.0) -> np.ndarray:
     """Sample ``array`` (numpy layout of ``image``, optionally with trailing components) at ``points``."""
     from scipy.ndimage import map_coordinates
-    matrix, origin = _index_to_physical_matrix(image)
-    ijk = np.linalg.solve(matrix, (points - origin).T)      # (3, N) continuous i, j, k
-    coords = ijk[::-1]                                      # -> (k, j, i) for the (z, y, x) array
+
+    coords = Grid.from_image(image).world_to_index(points).T[::-1]   # (k, j, i) for the (z, y, x) array
     if array.ndim == 3:
         return map_coordinates(array, coords, order=order, mode=mode, cval=cval)
     return np.stack([map_coordinates(array[..., c], coords, order=order, mode=mode, cval=cval)
@@ -98,8 +89,7 @@ class KnownDeformation:
         self.rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
         direction = rng.standard_normal(3)
         self.translation = translation_mm * direction / np.linalg.norm(direction)
-        matrix, origin = _index_to_physical_matrix(reference)
-        self.centre = origin + matrix @ ((np.asarray(reference.GetSize()) - 1) / 2.0)
+        self.centre = Grid.from_image(reference).index_to_world((np.asarray(reference.GetSize()) - 1) / 2.0)
 
     def v(self, points: np.ndarray) -> np.ndarray:
         """Displacement ``v`` at physical ``points`` (N, 3) -> (N, 3) mm."""
@@ -214,38 +204,36 @@ def make_demo_inputs(folder: Path, seed: int = DEMO_SEED, spacing: float = DEMO_
 
 # ----------------------------------------------------------------------------- evaluation
 def _field_on_grid(field_path: Path, reference) -> np.ndarray:
-    """Displacement field file resampled (linear) onto ``reference``'s grid -> (N, 3) mm."""
-    import SimpleITK as sitk
-    field = sitk.ReadImage(str(field_path))
-    if field.GetNumberOfComponentsPerPixel() != 3:
-        raise InputError(f"{field_path} is not a 3D displacement field")
-    same = (field.GetSize() == reference.GetSize()
-            and np.allclose(field.GetOrigin(), reference.GetOrigin(), atol=1e-4)
-            and np.allclose(field.GetSpacing(), reference.GetSpacing(), atol=1e-6)
-            and np.allclose(field.GetDirection(), reference.GetDirection(), atol=1e-6))
+    """Displacement field file on ``reference``'s grid (linear; resampled only when the grids
+    differ, border values continued outside the field) -> (N, 3) mm."""
+    from .displacement import DisplacementField
+    try:
+        field = DisplacementField.read(field_path)
+    except ValueError:
+        raise InputError(f"{field_path} is not a 3D displacement field") from None
+    grid = Grid.from_image(reference)
+    same = (field.grid.size == grid.size and np.allclose(field.grid.origin, grid.origin, atol=1e-4)
+            and np.allclose(field.grid.spacing, grid.spacing, atol=1e-6)
+            and np.allclose(field.grid.direction, grid.direction, atol=1e-6))
     if not same:
-        field = sitk.Resample(field, reference, sitk.Transform(), sitk.sitkLinear, 0.0,
-                              field.GetPixelID())
-    return sitk.GetArrayFromImage(field).reshape(-1, 3).astype(float)
+        field = field.resample(grid)
+    return field.data[0].permute(1, 2, 3, 0).reshape(-1, 3).double().numpy()
 
 
 def dice(a: np.ndarray, b: np.ndarray, label: int) -> float:
-    """Dice overlap of ``label`` in two label arrays."""
-    x, y = a == label, b == label
-    total = x.sum() + y.sum()
-    return float(2.0 * np.logical_and(x, y).sum() / total) if total else float("nan")
+    """Dice overlap of ``label`` in two label arrays (NaN when it is in neither)."""
+    from .metrics import dice_per_label
+    return dice_per_label(a, b, [label])[label]
 
 
 def fold_percent(u: np.ndarray, reference) -> float:
     """Percentage of voxels where det(I + du/dx) <= 0 for a field (N, 3) on ``reference``'s grid."""
     import SimpleITK as sitk
+
+    from . import metrics
     shape = sitk.GetArrayViewFromImage(reference).shape
-    field = u.reshape(shape + (3,))
-    matrix, _ = _index_to_physical_matrix(reference)
-    grads = np.stack([np.stack(np.gradient(field[..., c], axis=(2, 1, 0)), axis=-1)
-                      for c in range(3)], axis=-2)                             # d u_c / d (i, j, k)
-    jac = np.eye(3) + grads @ np.linalg.inv(matrix)
-    return float(100.0 * (np.linalg.det(jac) <= 0).mean())
+    jac = metrics.jacobian_determinant(u.reshape(shape + (3,)), reference.GetSpacing(), reference.GetDirection())
+    return metrics.fold_percent(jac)
 
 
 def evaluate(inputs_dir: Path, output_dir: Path) -> dict:

@@ -27,8 +27,9 @@ ever written to stdout (file descriptor 1 is redirected to stderr while the job 
     {"event": "error", "message": "one line", "kind": "InputError|CheckpointError|ResourceError|Cancelled|InternalError"}
 
 ``overall`` is a monotonic fraction across the pipeline stages. ``metrics`` holds the
-report's key metrics (``dice_mean``, ``tre_mean_mm``, ``fold_percent`` and their
-``*_initial`` values) where present.
+report's key metrics where the run computed them: ``dice_mean``, ``tre_mean_mm`` and
+``fold_percent`` (``report.metrics.<name>``) and their ``<name>_initial`` values
+(``report.metrics.initial.<name>``); see :func:`key_metrics`.
 
 Exit status: 0 done, 2 input/checkpoint error, 3 not enough memory, 130 cancelled,
 1 internal error (traceback on stderr).
@@ -52,6 +53,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from . import report_schema
 from .errors import Cancelled, CheckpointError, InputError, ResourceError, SamregError
 from .ownership import OutputLedger
 
@@ -61,12 +63,10 @@ CANCEL_GRACE_S = 4.0
 #: relative cost of the pipeline stages, for the ``overall`` progress fraction
 STAGE_WEIGHTS = {"load": 0.05, "affine": 0.10, "encode": 0.45, "optimise": 0.35, "write": 0.05}
 
-#: report keys summarised by the CLI and in the worker's ``done`` event
-KEY_METRICS = ("dice_mean", "tre_mean_mm", "fold_percent")
+#: report metrics summarised by the CLI and in the worker's ``done`` event
+KEY_METRICS = report_schema.KEY_METRICS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
-
-_INITIAL_WORDS = ("initial", "before", "pre", "baseline")
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -109,37 +109,11 @@ def classify(exc: BaseException) -> tuple[str, int]:
     return "InternalError", EXIT_INTERNAL
 
 
-def _flatten(obj: Any, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
-    if isinstance(obj, dict):
-        items = []
-        for key, value in obj.items():
-            items.extend(_flatten(value, prefix + (str(key).lower(),)))
-        return items
-    return [(prefix, obj)]
-
-
-def key_metrics(report: dict) -> dict[str, float]:
-    """Find ``dice_mean``, ``tre_mean_mm``, ``fold_percent`` (and ``<name>_initial``) in a report.
-
-    The report layout is the pipeline's; this looks for the names at any nesting depth and
-    treats a path mentioning "initial"/"before" as the value before registration.
-    """
-    found: dict[str, tuple[int, float]] = {}
-    for path, value in _flatten(report or {}):
-        if not path or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        leaf = path[-1]
-        for name in KEY_METRICS:
-            if name not in leaf:
-                continue
-            rest = leaf.replace(name, "")
-            words = set(rest.strip("_").split("_")) | set(path[:-1])
-            if rest.strip("_") and not (words & set(_INITIAL_WORDS)):
-                continue  # e.g. dice_mean_std: another quantity
-            key = f"{name}_initial" if words & set(_INITIAL_WORDS) else name
-            if key not in found or len(path) < found[key][0]:
-                found[key] = (len(path), float(value))
-    return {key: value for key, (_, value) in sorted(found.items())}
+def key_metrics(report: Any) -> dict[str, float]:
+    """``dice_mean``, ``tre_mean_mm``, ``fold_percent`` and their ``<name>_initial`` values of a
+    report, each read from its place in the report's schema
+    (:func:`SAMRegistrationLib.report_schema.key_metrics`); ``{}`` for anything but a dict."""
+    return report_schema.key_metrics(report if isinstance(report, dict) else {})
 
 
 def check_input_files(**paths: Optional[Path]) -> None:

@@ -84,7 +84,7 @@ def test_settings_only_given_options_override(monkeypatch, tmp_path, phantom_ima
     def fake_register(inputs, settings, progress=None, cancel=None, ledger=None):
         seen["inputs"], seen["settings"] = inputs, settings
         progress("load", 1.0, "")
-        return {"metrics": {"dice_mean": 0.9}, "initial": {"dice_mean": 0.5}}
+        return {"metrics": {"dice_mean": 0.9, "initial": {"dice_mean": 0.5}}}
 
     monkeypatch.setattr(pipeline, "register", fake_register)
     status = cli.main(["register", str(files["fixed"]), str(files["moving"]), "-o", str(tmp_path / "o"),

@@ -62,21 +62,21 @@ def run_ours(spec: OurMethod, case: Case, workdir: Path, threads: int, cache_dir
              overrides: Optional[dict] = None, cache_state: str = "") -> PeerResult:
     """Run the pipeline exactly as ``samreg register`` would, with the feature cache in ``cache_dir``."""
     from ..pipeline import RegistrationInputs, register
+    from ..report_schema import Report
     from ..settings import Settings
 
     settings = Settings.from_dict({"method": spec.method, "encoder": spec.encoder, "threads": threads,
                                    "cache_dir": str(cache_dir), **(overrides or {})})
     out = workdir / "samreg-output"
-    report = register(RegistrationInputs(fixed=Path(case.fixed), moving=Path(case.moving), output_dir=out),
-                      settings)
-    timings = report["timings"]
-    seconds = sum(timings.get(k, 0.0) for k in ("affine_s", "encode_s", "optimise_s"))
+    report = Report.from_dict(register(RegistrationInputs(fixed=Path(case.fixed), moving=Path(case.moving),
+                                                          output_dir=out), settings))
+    timings = report.timings
     field = sitk.ReadImage(str(out / "displacement.nrrd"), sitk.sitkVectorFloat64)
     note = "defaults" if not overrides else "settings " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     note += f"; {cache_state}" if cache_state else ""
-    choice = report.get("resolved", {}).get("encoder", {}).get("auto")
+    choice = report.resolved.encoder.get("auto")
     if choice:
         note += f"; auto chose {choice['chosen']} (intensity correlation {choice['intensity_correlation']})"
-    note += f"; registration = affine {timings.get('affine_s', 0):.1f} + encode {timings.get('encode_s', 0):.1f}" \
-            f" + optimise {timings.get('optimise_s', 0):.1f} s"
-    return PeerResult(field, seconds, note)
+    note += f"; registration = affine {timings.affine_s:.1f} + encode {timings.encode_s:.1f}" \
+            f" + optimise {timings.optimise_s:.1f} s"
+    return PeerResult(field, timings.registration_s, note)
