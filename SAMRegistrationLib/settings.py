@@ -10,7 +10,7 @@ the command line, a worker job file or the Slicer panel.
 
 As a dict (job files, ``report.json``)::
 
-    {"encoder": "auto", "method": "convexadam", "spacing": null,
+    {"encoder": "auto", "method": "pyramid", "spacing": null,
      "encoder_params": {"pca_dims": 12, ...}, "prompt_params": {"views": ["flip-cols"], ...},
      "method_params": {"lambda_reg": 0.3, "iterations": 50, ...}}
 
@@ -60,7 +60,7 @@ class Settings(Parameters):
     model_config = ConfigDict(strict=True, frozen=True, validate_assignment=False)
 
     encoder: str = Field("auto", description="feature encoder (samreg encoders lists them)")
-    method: str = Field("convexadam", description="registration method (samreg methods lists them)")
+    method: str = Field("pyramid", description="registration method (samreg methods lists them)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu, or cuda (falls back to the "
                                                                       "CPU with a warning)")
     checkpoint: Optional[str] = Field(None, description="SAM / MedSAM ViT checkpoint file (LiteMedSAM ships its own)")

@@ -311,7 +311,8 @@ def optimise_stage(method: Any, settings: "Settings", loaded: LoadedInputs, alig
         problem = Problem(grid=grid, fixed_image=loaded.fixed01, moving_image=loaded.moving01, affine=affine,
                           mask=mask, device=device, reporter=reporter, encode=lambda: (encoded[0], encoded[1]),
                           regions=regions_on_grid(prompting.regions, grid, affine) if prompting.regions else None,
-                          landmarks=click_landmarks(prompting.points, grid, affine))
+                          landmarks=click_landmarks(prompting.points, grid, affine),
+                          modalities=(loaded.fixed_modality, loaded.moving_modality))
         result = method.run(problem, settings.method_params)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "

@@ -34,8 +34,8 @@ def test_method_ids_parse_and_groups_resolve():
     assert list(known)[0] == "identity" and set(PEERS) <= set(known)
     assert resolve_methods(["peers"]) == ["identity", *PEERS]
     # a warm run brings its cold run along, before it
-    warm = resolve_methods(["samreg/convexadam/auto@warm"])         # the default is re-run warm
-    assert warm == ["identity", "samreg/convexadam/auto", "samreg/convexadam/auto@warm"]
+    warm = resolve_methods(["samreg/pyramid/auto@warm"])            # the default is re-run warm
+    assert warm == ["identity", "samreg/pyramid/auto", "samreg/pyramid/auto@warm"]
     # an encoder name means every method that needs no prompts, with that encoder
     from SAMRegistrationLib.plugins import method_names, prompt_methods
     unprompted = sorted(set(method_names()) - prompt_methods())

@@ -108,7 +108,38 @@ def test_pipeline_recovers_6mm_translation_oblique_anisotropic(tmp_path):
     error = np.linalg.norm(u - shift, axis=1)
     assert np.median(error) < 1.0, f"median endpoint error {np.median(error):.2f} mm"
     assert report["metrics"]["fold_percent"] == 0.0
-    assert [level["factor"] for level in report["resolved"]["method"]["levels"]] == [4, 2, 1]
+    # same contrast: the Adam stage refines at full resolution, so the pyramid stops at 1/2
+    assert [level["factor"] for level in report["resolved"]["method"]["levels"]] == [4, 2]
+
+
+def _inverted(image: sitk.Image) -> sitk.Image:
+    """The anatomy's contrast reversed, the background kept dark."""
+    values = sitk.GetArrayFromImage(image).astype(np.float32)
+    inside = values > np.percentile(values, 60)
+    out = np.where(inside, values.max() + values[inside].min() - values, values)
+    result = sitk.GetImageFromArray(out)
+    result.CopyInformation(image)
+    return result
+
+
+def test_the_adam_stage_and_its_intensity_channel_follow_the_contrast(tmp_path):
+    fixed = phantom(seed=4)
+    moving = translated(fixed, np.array([2.0, -1.5, 1.0]))
+    for name in ("same", "cross", "plain"):
+        (tmp_path / name).mkdir()
+    same, _ = _register(tmp_path / "same", fixed, moving)
+    info = same["resolved"]["method"]
+    assert info["same_contrast"] and info["adam_iterations"] == 50
+    assert info["intensity_weight"] == 4.0 and info["intensity_scale"] > 0       # MR pair: weight 4
+    assert [level["factor"] for level in info["levels"]] == [4, 2]
+    cross, _ = _register(tmp_path / "cross", fixed, _inverted(moving))
+    info = cross["resolved"]["method"]
+    assert not info["same_contrast"] and info["adam_iterations"] == 0 and info["intensity_weight"] == 0.0
+    assert [level["factor"] for level in info["levels"]] == [4, 2, 1]          # no Adam: the full level
+    plain, _ = _register(tmp_path / "plain", fixed, moving, iterations=0, intensity_weight=1.0)
+    info = plain["resolved"]["method"]
+    assert info["adam_iterations"] == 0 and info["intensity_weight"] == 0.0
+    assert [level["factor"] for level in info["levels"]] == [4, 2, 1]
 
 
 def test_pipeline_identical_images_near_zero(tmp_path):

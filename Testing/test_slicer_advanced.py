@@ -42,6 +42,8 @@ def _panelValues(preset: str = "balanced", **changes) -> SimpleNamespace:
     """A stand-in parameter node holding what choosing ``preset`` puts in the panel."""
     values = dict(preset=preset, device="auto", checkpointPath="")
     values.update(widget_helpers.presetValues(preset))
+    if "method" not in changes and "method" not in choices.PRESETS[preset]:
+        values["method"] = "convexadam"
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -151,10 +153,10 @@ def test_a_new_method_drops_the_values_it_lacks():
     # a method changed behind the panel's back (console, scene): the run still sends none of them
     settings = widget_helpers.settingsFromParameters(_panelValues(method="pyramid",
                                                                   advancedSettings=advanced.dumps(stored)))
-    assert settings["method_params"] == {"lambda_reg": 0.3, "learning_rate": 0.5}   # no iterations either
+    assert settings["method_params"] == {"lambda_reg": 0.3, "iterations": 50, "learning_rate": 0.5}
     assert settings["prompt_params"] == {"auxiliary": True}
     Settings.parse(settings)
-    assert widget_helpers.offeredBasicFields(pyramid)["iterations"] is False
+    assert widget_helpers.offeredBasicFields(advanced.sectionDocs("mind", "pyramid"))["pcaDims"] is False
     assert all(widget_helpers.offeredBasicFields(advanced.sectionDocs("auto", "convexadam")).values())
 
 
@@ -228,6 +230,9 @@ def panel(tmp_path):
             test._volume(test(), test._phantom(shift), name)
         representation = h.moduleObject.widgetRepresentation()
         representation.enter()
+        widget = representation.self()
+        assert widget._parameterNode.method == "pyramid"          # the engine's default method
+        _choose(widget.ui.methodComboBox, "convexadam")           # the tests below use its parameters
         yield representation
     finally:
         h.uninstall()
@@ -323,10 +328,15 @@ def test_switching_the_method_rebuilds_the_form_and_drops_stale_values(panel):
     assert json.loads(parameters.advancedSettings) == {"method_params": {"learning_rate": 0.5},
                                                        "prompt_params": {"auxiliary": True}}
     assert _editors(widget)["method_params.learning_rate"].value == 0.5
-    # pyramid has no iterations: its basic field is disabled, and the run does not send it
-    assert not widget.ui.iterationsSpinBox.enabled and widget.ui.lambdaRegSpinBox.enabled
+    assert widget.ui.iterationsSpinBox.enabled and widget.ui.lambdaRegSpinBox.enabled
     settings = widget_helpers.settingsFromParameters(parameters)
-    assert "iterations" not in settings["method_params"] and "ic_iterations" not in settings["method_params"]
+    assert settings["method_params"]["iterations"] == 50 and "ic_iterations" not in settings["method_params"]
+    Settings.parse(settings)
+    # MIND-SSC has no slices or PCA: those basic fields are disabled, and the run does not send them
+    _choose(widget.ui.encoderComboBox, "mind")
+    assert not widget.ui.sliceStepSpinBox.enabled and not widget.ui.pcaDimsSpinBox.enabled
+    settings = widget_helpers.settingsFromParameters(parameters)
+    assert not {"slice_step", "pca_dims"} & set(settings.get("encoder_params") or {})
     Settings.parse(settings)
     _editors(widget)["method_params.factors"].text = "4, 2"
     _editors(widget)["method_params.factors"].editingFinished.emit()
@@ -419,6 +429,6 @@ def test_without_the_engine_the_section_says_so(tmp_path, monkeypatch):
         monkeypatch.undo()
         representation.exit()
         representation.enter()
-        assert list(_editors(widget)) == _expected("auto", "convexadam") and not label.visible
+        assert list(_editors(widget)) == _expected("auto", "pyramid") and not label.visible
     finally:
         h.uninstall()

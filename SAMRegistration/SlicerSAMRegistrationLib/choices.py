@@ -21,7 +21,7 @@ SECTIONS = ("encoder_params", "prompt_params", "method_params")
 #: preset -> engine settings that differ from the defaults
 PRESETS: dict[str, dict[str, Any]] = {
     # MIND-SSC only: no foundation-model encoding, fewer Adam steps
-    "fast": {"encoder": "mind", "method_params": {"iterations": 30, "ic_iterations": 5}},
+    "fast": {"encoder": "mind", "method": "convexadam", "method_params": {"iterations": 30, "ic_iterations": 5}},
     # the engine's measured defaults (LiteMedSAM fused with MIND-SSC; MIND alone across contrasts)
     "balanced": {},
     # denser slice encoding and a longer instance optimisation
@@ -32,7 +32,7 @@ DEFAULT_PRESET = "balanced"
 #: the engine defaults of what the panel shows, for before pydantic is installed (a test keeps
 #: them equal to ``Settings()``)
 PANEL_DEFAULTS: dict[str, Any] = {
-    "encoder": "auto", "method": "convexadam", "device": "auto", "spacing": None,
+    "encoder": "auto", "method": "pyramid", "device": "auto", "spacing": None,
     "encoder_params": {"slice_step": None, "pca_dims": 12},
     "method_params": {"lambda_reg": 0.3, "iterations": 50},
 }

@@ -104,9 +104,10 @@ def pyramid_register(fixed: torch.Tensor, moving: torch.Tensor, *, factors=LEVEL
                      smooth: int = LEVEL_SMOOTH, floor: float = NORM_FLOOR, adam_factor: int = 1,
                      iterations: int = 0, lambda_reg: float = 0.3, learning_rate: float = ADAM_LR,
                      passes: int = 3, adam_unit: bool = False, repair: bool = True,
-                     mask: torch.Tensor | None = None, reporter=None) -> PyramidResult:
+                     mask: torch.Tensor | None = None, adam_extra=None, reporter=None) -> PyramidResult:
     """Register (C, D, H, W) moving features to fixed ones on the same grid; the field is in
-    working voxels, (1, 3, D, H, W). ``mask`` (D, H, W) limits the Adam data term."""
+    working voxels, (1, 3, D, H, W). ``mask`` (D, H, W) limits the Adam data term;
+    ``adam_extra`` = (fixed, moving) (C', D, H, W) channels added for the Adam stage only."""
     if len(factors) != len(radii) or not factors:
         raise ValueError(f"pyramid factors {factors} and radii {radii} must be non-empty and of equal length")
     shape = fixed.shape[-3:]
@@ -123,6 +124,9 @@ def pyramid_register(fixed: torch.Tensor, moving: torch.Tensor, *, factors=LEVEL
         init = resize_field(field, adam_shape, finest / ga) if finest != ga else field
         if adam_unit:
             fix, mov = unit_features(fix, floor), unit_features(mov, floor)
+        if adam_extra is not None and iterations > 0:
+            fix = torch.cat([fix, pad_to_multiple(adam_extra[0][None].float(), multiple)], 1)
+            mov = torch.cat([mov, pad_to_multiple(adam_extra[1][None].float(), multiple)], 1)
         fix_a, mov_a = (F.avg_pool3d(fix, ga), F.avg_pool3d(mov, ga)) if ga > 1 else (fix, mov)
         mask_a = None
         if mask is not None:
