@@ -1,19 +1,22 @@
-"""Method ``pyramid``: coarse-to-fine coupled convex registration on a feature pyramid, after
-SAMConvex (Li, Tian et al., "SAMConvex: Fast Discrete Optimization for CT Registration using
-Self-supervised Anatomical Embedding and Correlation Pyramid", MICCAI 2023), on our encoders'
-features (MIND-SSC, LiteMedSAM, fused, auto) instead of the paper's SAM embedding.
+"""Method ``pyramid`` (the default): coarse-to-fine coupled convex registration on a feature
+pyramid, after SAMConvex (Li, Tian et al., "SAMConvex: Fast Discrete Optimization for CT
+Registration using Self-supervised Anatomical Embedding and Correlation Pyramid", MICCAI 2023),
+on our encoders' features (MIND-SSC, LiteMedSAM, fused, auto) instead of the paper's SAM embedding.
 
 A cost volume of cosine similarity on L2-normalised features at 1/4, 1/2 and full working
-resolution (search radii 2, 3, 2), ConvexAdam's coupled convex step at each level, the levels
-composed through the field, optional Adam instance optimisation at the finest level (off by
-default: measured below), fold repair. The algorithm is in :mod:`.algorithm` (torch), loaded
-by :func:`run` only.
+resolution (search radii 2, 2, 2), ConvexAdam's coupled convex step at each level, the levels
+composed through the field; then Adam instance optimisation at full resolution on the features
+plus, where the two images share a contrast, their intensities as one more channel; fold repair.
+When Adam runs, the full-resolution convex level is left out (Adam refines there anyway); across
+contrasts Adam is skipped and that level kept. The algorithm is in :mod:`.algorithm` (torch),
+loaded by :func:`run` only.
 
-Measured (2026-11-29, this 2-core CPU under load, one thread, default encoder; Dice / fold %):
-acdc_fs1 0.891 / 0 (convexadam 0.874; Elastix 0.896), acdc067 0.880 / 0 (0.863), spine
-0.916 / 0 (0.903), brain 0.710 / 0 (0.730; 0.732 with 50 Adam steps). On acdc_fs1 the full-
-resolution final level is what helps (LV 0.926 vs 0.910): convexadam's 4.5 mm convex grid
-alone reaches 0.824, and Adam after a good convex field cost 0.005-0.01 and created folds.
+Measured (2026-11-30, this 2-core CPU, default encoder; Dice or TRE / fold %, convexadam in
+brackets): acdc_fs1 0.904 / 0 (0.874; Elastix 0.896), acdc067 0.893 / 0 (0.863), brain 0.774 /
+0 (0.730), lung 1.31 mm / 0.0007 (1.33), spine 0.919 / 0 (0.903). The intensity channel is what
+lifts the same-contrast cases (acdc_fs1 0.883 with Adam on features alone, 0.891 without Adam);
+it costs accuracy on lung CT above weight 1 (1.35 mm at 2, 1.44 at 4), where lung density
+changes with breathing, hence weight 1 with CT and 4 for MR pairs.
 """
 from __future__ import annotations
 
