@@ -234,3 +234,28 @@ def test_cuda_request_falls_back_to_cpu(caplog):
     assert litemedsam.resolve_device("auto").type == "cpu"
     with pytest.raises(InputError):
         litemedsam.resolve_device("tpu")
+
+
+def test_litemedsam_precision_routes_keep_the_embedding(lite):
+    """bf16 weights and activations stay within a cosine of 0.99 of fp32 per token (1st percentile);
+    int8 runs; an unknown route is one clear error."""
+    from SAMRegistrationLib.errors import InputError
+    from SAMRegistrationLib.features.speed import fidelity
+    torch.manual_seed(0)
+    slices = torch.nn.functional.interpolate(torch.rand(1, 1, 16, 16), size=(128, 128), mode="bilinear")
+    reference = lite.embed(slices)
+    bf16 = litemedsam.LiteMedSAMEncoder(precision="bf16").embed(slices)
+    assert bf16.dtype == torch.float32 and bf16.shape == reference.shape
+    mean, p1 = fidelity(bf16, reference)
+    assert mean > 0.995 and p1 > 0.99, (mean, p1)
+    int8 = litemedsam.LiteMedSAMEncoder(precision="int8").embed(slices)
+    assert int8.shape == reference.shape and torch.isfinite(int8).all()
+    with pytest.raises(InputError, match="unknown LiteMedSAM precision 'fp8'"):
+        litemedsam.LiteMedSAMEncoder(precision="fp8")
+
+
+def test_roofline_measures_each_data_type():
+    from SAMRegistrationLib.features.roofline import measure
+    rows = {row.dtype: row for row in measure(size=128, seconds=0.05)}
+    assert set(rows) == {"fp32", "bf16", "int8"}
+    assert rows["fp32"].ops_per_second > 1e8 and rows["bf16"].ops_per_second > 1e8

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 #: and off by default.
 DEFAULT_BATCH_SIZE = 1
 
+#: numeric routes of the image encoder: fp32; bf16 autocast (fp32 weights, bf16 matrix products);
+#: bf16 (weights and activations in bf16); int8 (dynamically quantised linear layers, int8
+#: products with int32 accumulation, the rest fp32)
+PRECISIONS = ("fp32", "bf16-autocast", "bf16", "int8")
+
 
 class LiteMedSAMEncoder:
     name = "litemedsam"
@@ -45,11 +50,16 @@ class LiteMedSAMEncoder:
 
     def __init__(self, device: torch.device | str = "cpu", checkpoint: Optional[str | os.PathLike] = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, fold_bn: bool = True, channels_last: bool = True,
-                 bf16: bool = False, compile: bool = False):
+                 bf16: bool = False, compile: bool = False, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown LiteMedSAM precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if bf16 and precision == "fp32":
+            precision = "bf16-autocast"
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))
         self.channels_last = channels_last
-        self.bf16 = bf16
+        self.precision = precision
+        self.bf16 = precision == "bf16-autocast"
         if checkpoint:
             path = Path(checkpoint).expanduser()
             if not path.is_file():
@@ -63,9 +73,14 @@ class LiteMedSAMEncoder:
         load_into(model, state, path, "LiteMedSAM (TinyViT)")
         del state
         model = prepare_for_inference(model, fold_bn=fold_bn).to(self.device)
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
+        elif precision == "int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if compile else model
+        self.input_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     def embed(self, slices: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) float in [0, 1] -> (B, 256, H/4, W/4) float32 on the CPU."""
@@ -82,7 +97,8 @@ class LiteMedSAMEncoder:
             for start in range(0, b, self.batch_size):
                 chunk = slices[start:start + self.batch_size].to(self.device, torch.float32)
                 x = torch.nan_to_num(chunk, nan=0.0).clamp_(0.0, 1.0).expand(-1, 3, -1, -1)
-                x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+                x = x.to(self.input_dtype).contiguous(
+                    memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     y = self.model(x)
                 out[start:start + y.shape[0]] = y.float().cpu()

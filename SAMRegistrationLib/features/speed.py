@@ -1,13 +1,16 @@
-"""Speed / memory benchmark of the LiteMedSAM slice encoder.
+"""Speed / memory / fidelity benchmark of the LiteMedSAM slice encoder's routes.
 
     python -m SAMRegistrationLib.features.speed [--slices 8] [--repeats 2] [--quick]
 
 Each configuration runs in a fresh subprocess so that its peak RSS (VmHWM) is its own.
 Columns: ms/slice (wall time, best of ``--repeats`` timed runs of ``--slices`` slices, after
 one warm-up batch), CPU ms/slice (process CPU time of the same runs: all threads together, a
-steadier measure of the work when other processes share the cores), warm-up time (for torch.compile: compilation + first run), RSS after loading the
-model, peak RSS, and max |difference| of the first slice's embedding against the plain fp32
-configuration of the same size (BN folded, batch 1 or 2).
+steadier measure of the work when other processes share the cores), GFLOP/s achieved (the
+model's counted floating-point operations per slice over the wall time; compare with
+``python -m SAMRegistrationLib.features.roofline``), warm-up time (for torch.compile:
+compilation + first run), peak RSS, and the fidelity of the first batch's embeddings against
+the plain fp32 configuration of the same size: the cosine similarity of each token's
+256-vector, mean and 1st percentile.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE = dict(h=256, w=256, batch=2, fold=True, channels_last=False, bf16=False, compile=False)
+BASE = dict(h=256, w=256, batch=2, fold=True, channels_last=False, bf16=False, compile=False, precision="fp32")
 
 
 def _configs(quick: bool):
@@ -35,12 +38,16 @@ def _configs(quick: bool):
     add("256x256 b2 no-BN-fold", fold=False)
     add("256x256 b2 channels_last", channels_last=True)
     add("256x256 b2 bf16 autocast", bf16=True)
+    add("256x256 b1 bf16", batch=1, precision="bf16")
+    add("256x256 b2 bf16", precision="bf16")
+    add("256x256 b1 int8 dynamic", batch=1, precision="int8")
+    add("192x192 b1 bf16", batch=1, h=192, w=192, precision="bf16")
     add("256x256 b2 torch.compile", compile=True)
     add("192x192 b2", h=192, w=192)
     add("128x128 b2", h=128, w=128)
     add("256x192 b2", h=256, w=192)
     if quick:
-        out = [c for c in out if c["label"] in ("256x256 b1", "256x256 b2", "128x128 b2")]
+        out = [c for c in out if c["label"] in ("256x256 b1", "256x256 b1 bf16", "128x128 b2")]
     return out
 
 
@@ -74,7 +81,8 @@ def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
     threads = configure_threads(cfg.get("threads"))
     t0 = time.perf_counter()
     enc = LiteMedSAMEncoder(device="cpu", batch_size=cfg["batch"], fold_bn=cfg["fold"],
-                            channels_last=cfg["channels_last"], bf16=cfg["bf16"], compile=cfg["compile"])
+                            channels_last=cfg["channels_last"], bf16=cfg["bf16"], compile=cfg["compile"],
+                            precision=cfg.get("precision", "fp32"))
     load_s = time.perf_counter() - t0
     rss_load = _status_mb("VmRSS")
     n = max(slices, cfg["batch"])
@@ -82,7 +90,7 @@ def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     first = enc.embed(x[: cfg["batch"]])
     warm_s = time.perf_counter() - t0
-    torch.save(first[0].clone(), out_dir / f"{cfg['index']}.pt")
+    torch.save(first.clone(), out_dir / f"{cfg['index']}.pt")
     best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -91,6 +99,28 @@ def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
         best_cpu = min(best_cpu, time.process_time() - c0)
     return dict(ms_per_slice=1000.0 * best / n, cpu_ms_per_slice=1000.0 * best_cpu / n, warm_s=warm_s, load_s=load_s, rss_load_mb=rss_load,
                 peak_mb=_status_mb("VmHWM"), threads=threads)
+
+
+def fidelity(embedding, reference) -> tuple[float, float]:
+    """Cosine similarity of each token's channel vector, (B, C, h, w) against the reference:
+    (mean, 1st percentile)."""
+    import torch
+    cos = torch.nn.functional.cosine_similarity(embedding.float(), reference.float(), dim=1).flatten()
+    return float(cos.mean()), float(torch.quantile(cos, 0.01))
+
+
+def flops_per_slice(h: int, w: int) -> float:
+    """Floating-point operations of the fp32 image encoder on one h x w slice (torch's counter:
+    matrix products and convolutions, a multiply-add counted as two)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .tinyvit import build_litemedsam_encoder, prepare_for_inference
+    model = prepare_for_inference(build_litemedsam_encoder())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, h, w))
+    return float(counter.get_total_flops())
 
 
 def main(argv=None) -> None:
@@ -113,10 +143,11 @@ def main(argv=None) -> None:
     print(f"LiteMedSAM encoder benchmark: torch {torch.__version__}, {os.cpu_count()} CPU cores, "
           f"threads={args.threads or 'all'}, {args.slices} slices x best of {args.repeats}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    header = f"{'configuration':<28} {'ms/slice':>9} {'CPU ms/sl':>10} {'warm-up s':>10} {'RSS load MB':>12} {'peak MB':>8} {'max|d| vs fp32':>15}"
+    header = (f"{'configuration':<28} {'ms/slice':>9} {'CPU ms/sl':>10} {'GFLOP/s':>8} {'warm-up s':>10} "
+              f"{'peak MB':>8} {'cos mean':>9} {'cos p1':>8}")
     print(header)
     print("-" * len(header))
-    refs = {}
+    refs, flops = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, cfg in enumerate(_configs(args.quick)):
             cfg = dict(cfg, index=index, threads=args.threads)
@@ -129,14 +160,18 @@ def main(argv=None) -> None:
                 print(f"{cfg['label']:<28} failed: {reason}", flush=True)
                 continue
             r = json.loads(lines[-1][len("RESULT "):])
-            emb = torch.load(Path(tmp) / f"{index}.pt", weights_only=True)
+            emb = torch.load(Path(tmp) / f"{index}.pt", weights_only=True)[:1]
             shape_key = (cfg["h"], cfg["w"])
-            plain = cfg["fold"] and not (cfg["channels_last"] or cfg["bf16"] or cfg["compile"])
+            plain = cfg["fold"] and not (cfg["channels_last"] or cfg["bf16"] or cfg["compile"]) \
+                and cfg["precision"] == "fp32"
             if shape_key not in refs and plain:
                 refs[shape_key] = emb
-            diff = (emb - refs[shape_key]).abs().max().item() if shape_key in refs else float("nan")
-            print(f"{cfg['label']:<28} {r['ms_per_slice']:9.0f} {r['cpu_ms_per_slice']:10.0f} {r['warm_s']:10.1f} {r['rss_load_mb']:12.0f} "
-                  f"{r['peak_mb']:8.0f} {diff:15.2e}", flush=True)
+            cos_mean, cos_p1 = fidelity(emb, refs[shape_key]) if shape_key in refs else (float("nan"),) * 2
+            if shape_key not in flops:
+                flops[shape_key] = flops_per_slice(cfg["h"], cfg["w"])
+            gflops = flops[shape_key] / (r["ms_per_slice"] / 1000.0) / 1e9
+            print(f"{cfg['label']:<28} {r['ms_per_slice']:9.0f} {r['cpu_ms_per_slice']:10.0f} {gflops:8.1f} "
+                  f"{r['warm_s']:10.1f} {r['peak_mb']:8.0f} {cos_mean:9.5f} {cos_p1:8.5f}", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes on the machine inflate ms/slice)")
 
 
