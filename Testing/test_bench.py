@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from SAMRegistrationLib.bench.cases import Case, load_cases
+from SAMRegistrationLib.bench.cases import Case, _translation_pair, load_cases
 from SAMRegistrationLib.bench.ours import OurMethod
-from SAMRegistrationLib.bench.runner import BenchOptions, all_methods, resolve_methods, run_bench
+from SAMRegistrationLib.bench.runner import BenchOptions, all_methods, resolve_methods, run_bench, run_one
 from SAMRegistrationLib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-PEERS = ("ants-syn", "elastix", "convexadam-mind")
+PEERS = ("ants-syn", "elastix", "convexadam-mind", "fireants")
 
 
 def test_method_ids_parse_and_groups_resolve():
@@ -105,7 +105,7 @@ def test_quick_bench_runs_every_method_and_proves_the_conversions(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert len(saved["runs"]) == len(runs)
     text = (tmp_path / "results.md").read_text()
-    assert "ANTs SyN" in text and "ConvexAdam-MIND" in text and "samreg bench --quick" in text
+    assert "ANTs SyN" in text and "ConvexAdam-MIND" in text and "FireANTs" in text and "samreg bench --quick" in text
     assert list((tmp_path / "plots").glob("*.png"))
 
 
@@ -119,3 +119,55 @@ def test_our_run_takes_its_timing_from_the_report(tmp_path, phantom_images):
     assert result.registration_s == pytest.approx(timings["affine_s"] + timings["encode_s"] + timings["optimise_s"])
     assert f"optimise {timings['optimise_s']:.1f} s" in result.note
     assert result.field.GetNumberOfComponentsPerPixel() == 3
+
+
+def test_fireants_peer_recovers_a_known_translation_through_the_bench_child(tmp_path):
+    """FireANTs' field, converted from its normalised moving-grid coordinates, on the phantom with
+    rotated axes and anisotropic spacing: the bench's own tolerance (EPE < 1 mm), right sign and axis."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from SAMRegistrationLib.bench.peers import package_available
+    from SAMRegistrationLib.bench.score import score_field
+    if not package_available("fireants"):
+        pytest.skip("fireants is not installed (make installs it with --no-deps)")
+    shift = (6.0, -4.0, 5.0)
+    case = _translation_pair(tmp_path / "shift", shift)
+    outcome = run_one(case, "fireants", tmp_path / "run", 1, tmp_path / "cache", timeout_s=300)
+    assert outcome["status"] == "ok", outcome.get("error")
+    assert "CPU" in outcome["note"] and "resampled" not in outcome["note"]
+    field = sitk.ReadImage(str(tmp_path / "run" / "displacement.nrrd"), sitk.sitkVectorFloat64)
+    fixed = sitk.ReadImage(case.fixed)
+    assert field.GetSize() == fixed.GetSize() and np.allclose(field.GetDirection(), fixed.GetDirection())
+    metrics = score_field(case, field)
+    assert metrics["epe_mean_mm"] < 1.0, metrics
+    labelled = sitk.GetArrayFromImage(sitk.ReadImage(case.fixed_seg)) > 0
+    mean = sitk.GetArrayFromImage(field)[labelled].mean(0)
+    assert np.allclose(mean, shift, atol=0.3), mean
+
+
+def test_fireants_small_grids_are_resampled_over_the_same_extent():
+    """A grid under FireANTs' 32 voxels per axis gets finer along that axis, covering every original
+    voxel centre, so a field on it comes back onto the original grid without zero padding."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from SAMRegistrationLib.bench.peers import FIREANTS_MIN_SIZE, at_least_voxels, on_fixed_grid
+    image = sitk.Image([40, 36, 8], sitk.sitkFloat32)
+    image.SetSpacing((1.4, 1.4, 10.0))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    image.SetOrigin((5.0, -7.0, 3.0))
+    fine = at_least_voxels(image, FIREANTS_MIN_SIZE)
+    assert fine.GetSize() == (40, 36, 32)
+    assert np.allclose(fine.GetSpacing(), (1.4, 1.4, 2.5))
+
+    def extent(img: sitk.Image) -> list:
+        return [img.TransformContinuousIndexToPhysicalPoint([-0.5] * 3),
+                img.TransformContinuousIndexToPhysicalPoint([n - 0.5 for n in img.GetSize()])]
+    assert np.allclose(extent(fine), extent(image))
+    constant = sitk.GetImageFromArray(np.broadcast_to([1.0, -2.0, 3.0], (32, 36, 40, 3)).copy(), isVector=True)
+    constant.CopyInformation(fine)
+    back = sitk.GetArrayFromImage(on_fixed_grid(constant, image))
+    assert np.allclose(back, [1.0, -2.0, 3.0])
+    big = sitk.Image([32, 33, 34], sitk.sitkFloat32)
+    assert at_least_voxels(big, FIREANTS_MIN_SIZE) is big

@@ -170,11 +170,113 @@ def run_convexadam_mind(case: Case, workdir: Path, threads: int) -> PeerResult:
     return PeerResult(transform_field(total, fixed), seconds, "; ".join(notes))
 
 
+# ----------------------------------------------------------------------------- FireANTs
+# Its quickstart's schedule (docs "Quickstart", tutorials/tutorial1_basic_usage.py): affine at
+# scales 4,2,1 for 200/100/50 Adam steps (lr 3e-3), then greedy compositive deformable
+# registration at 4,2,1 for 200/100/25 steps (lr 0.5, smooth_grad_sigma 1), both with local CC
+# (kernel 5); the affine starts from its first-order moments (centre of mass) initialisation.
+FIREANTS_AFFINE = {"scales": [4, 2, 1], "iterations": [200, 100, 50], "optimizer": "Adam",
+                   "optimizer_lr": 3e-3, "cc_kernel_size": 5}
+FIREANTS_GREEDY = {"scales": [4, 2, 1], "iterations": [200, 100, 25], "optimizer": "Adam",
+                   "optimizer_lr": 0.5, "cc_kernel_size": 5, "deformation_type": "compositive",
+                   "smooth_grad_sigma": 1.0}
+
+
+def _unit_range(image: sitk.Image) -> sitk.Image:
+    """Intensities scaled to [0, 1]: moment matching weighs voxels by intensity (CT is negative)."""
+    return sitk.RescaleIntensity(image, 0.0, 1.0)
+
+
+def fireants_field(fixed: sitk.Image, moving: sitk.Image, threads: int,
+                   affine_options: dict | None = None, greedy_options: dict | None = None) -> tuple[sitk.Image, float]:
+    """FireANTs moments -> affine -> greedy on the CPU; returns (fixed->moving field, seconds).
+
+    ``get_warped_coordinates`` gives, for every fixed voxel, the point it samples in the moving
+    image in the moving image's normalised [-1, 1] grid coordinates (x, y, z order, align_corners
+    convention); the moving image's ``torch2phy`` matrix maps them to LPS mm, and subtracting the
+    fixed voxel's own physical point gives our displacement.
+    """
+    import torch
+    from fireants.io.image import BatchedImages, Image
+    from fireants.registration.affine import AffineRegistration
+    from fireants.registration.greedy import GreedyRegistration
+    from fireants.registration.moments import MomentsRegistration
+
+    torch.set_num_threads(max(1, threads))
+    device = "cpu"      # fused CUDA ops (fireants_fused_ops) are not installed; CPU tensors use torch ops
+    fixed_batch = BatchedImages([Image(_unit_range(fixed), device=device)])
+    moving_batch = BatchedImages([Image(_unit_range(moving), device=device)])
+    start = time.perf_counter()
+    moments = MomentsRegistration(1, fixed_batch, moving_batch, progress_bar=False)
+    moments.optimize()
+    affine = AffineRegistration(fixed_images=fixed_batch, moving_images=moving_batch, progress_bar=False,
+                                init_rigid=moments.get_affine_init(), **(affine_options or FIREANTS_AFFINE))
+    affine.optimize()
+    greedy = GreedyRegistration(fixed_images=fixed_batch, moving_images=moving_batch, progress_bar=False,
+                                init_affine=affine.get_affine_matrix().detach(), **(greedy_options or FIREANTS_GREEDY))
+    greedy.optimize()
+    with torch.no_grad():
+        coords = greedy.get_warped_coordinates(fixed_batch, moving_batch)[0]     # (z, y, x, 3) normalised
+        torch2phy = moving_batch.get_torch2phy()[0].to(coords.dtype)             # (4, 4)
+        moving_mm = coords @ torch2phy[:3, :3].T + torch2phy[:3, 3]
+    seconds = time.perf_counter() - start
+    field = sitk.GetImageFromArray(moving_mm.double().numpy() - _physical_points(fixed), isVector=True)
+    field.CopyInformation(fixed)
+    return field, seconds
+
+
+def _physical_points(image: sitk.Image) -> np.ndarray:
+    """Every voxel's LPS point, as a numpy (z, y, x, 3) array."""
+    size = image.GetSize()
+    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in size[::-1]], indexing="ij")[::-1], -1)
+    matrix = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    return index @ matrix.T + np.asarray(image.GetOrigin())
+
+
+FIREANTS_MIN_SIZE = 32     # fireants.utils.globals.MIN_IMG_SIZE
+
+
+def at_least_voxels(image: sitk.Image, minimum: int) -> sitk.Image:
+    """``image`` resampled so that every axis has >= ``minimum`` voxels over the same extent (else itself)."""
+    size = np.asarray(image.GetSize())
+    if (size >= minimum).all():
+        return image
+    new_size = np.maximum(size, minimum)
+    spacing = np.asarray(image.GetSpacing())
+    new_spacing = spacing * size / new_size
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin()) + direction @ ((new_spacing - spacing) / 2.0)
+    return sitk.Resample(image, [int(n) for n in new_size], sitk.Transform(), sitk.sitkLinear,
+                         tuple(float(v) for v in origin), tuple(float(v) for v in new_spacing),
+                         image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def run_fireants(case: Case, workdir: Path, threads: int) -> PeerResult:
+    """FireANTs (``fireants``) as its quickstart runs it: moments, affine, greedy deformable, on the CPU.
+
+    Its multi-scale loop sizes the warp as ``max(n / scale, 32)`` voxels per axis but leaves the
+    full-resolution fixed image as it is, so a grid with an axis under 32 voxels fails (1.5.0);
+    such a fixed grid is resampled to 32 voxels along that axis over the same extent first.
+    """
+    fixed = _read(case.fixed)
+    notes = ["fireants quickstart schedule: moments (centre of mass), affine 4,2,1 x 200/100/50, "
+             "greedy compositive 4,2,1 x 200/100/25, CC kernel 5; CPU, fp32, no fused CUDA ops"]
+    reference = at_least_voxels(fixed, FIREANTS_MIN_SIZE)
+    if reference is not fixed:
+        notes.append(f"fixed grid resampled to {'x'.join(map(str, reference.GetSize()))} "
+                     f"(its greedy stage needs >= {FIREANTS_MIN_SIZE} voxels per axis)")
+    field, seconds = fireants_field(reference, _read(case.moving), threads)
+    return PeerResult(on_fixed_grid(field, fixed), seconds, "; ".join(notes))
+
+
 PEERS = {
     "identity": ("baseline", run_identity, None),
     "ants-syn": ("peer", run_ants_syn, "antspyx"),
     "elastix": ("peer", run_elastix, "itk-elastix"),
     "convexadam-mind": ("peer", run_convexadam_mind, "convexadam"),
+    "fireants": ("peer", run_fireants, "fireants"),
 }
+# how a missing peer package is installed, where it is not through the 'bench' extra
+PEER_INSTALL = {"fireants": "pip install --no-deps fireants==1.5.0, as make does"}
 PEER_LABELS = {"identity": "identity (initial)", "ants-syn": "ANTs SyN", "elastix": "Elastix affine+B-spline",
-               "convexadam-mind": "ConvexAdam-MIND"}
+               "convexadam-mind": "ConvexAdam-MIND", "fireants": "FireANTs greedy"}

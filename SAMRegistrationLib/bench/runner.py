@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..io_atomic import write_json_atomic
 from .cases import Case, default_data_dir, load_cases, quick_cases
 from .ours import OurMethod, our_methods
-from .peers import PEER_LABELS, PEERS, package_available
+from .peers import PEER_INSTALL, PEER_LABELS, PEERS, package_available
 
 Printer = Callable[[str], None]
 
@@ -92,7 +92,8 @@ def resolve_methods(requested: Optional[list[str]]) -> list[str]:
 def method_available(method_id: str) -> Optional[str]:
     """None when the method can run here, else why not."""
     if method_id in PEERS and PEERS[method_id][2] and not package_available(PEERS[method_id][2]):
-        return f"{PEERS[method_id][2]} is not installed (pip install 'samregistration[bench]')"
+        how = PEER_INSTALL.get(method_id, "pip install 'samregistration[bench]'")
+        return f"{PEERS[method_id][2]} is not installed ({how})"
     return None
 
 
@@ -100,7 +101,8 @@ def method_available(method_id: str) -> Optional[str]:
 # seconds = a + b * fixed megavoxels, fitted to runs on a 2-core CPU (cold feature cache)
 _ESTIMATE = {"identity": (1, 0.2), "litemedsam": (35, 17), "mind": (12, 7), "litemedsam+mind": (40, 18),
              "auto": (40, 18),
-             "warm": (20, 11), "ants-syn": (6, 8), "elastix": (25, 3), "convexadam-mind": (8, 9)}
+             "warm": (20, 11), "ants-syn": (6, 8), "elastix": (25, 3), "convexadam-mind": (8, 9),
+             "fireants": (5, 15)}     # fireants: 1-thread runs up to 0.8 Mvoxel gave about 4 + 21 s/Mvoxel
 
 
 def _megavoxels(path: str) -> float:
@@ -219,7 +221,8 @@ def synthetic_cases(sources: list[Case], folder: Path, seed: int = 7) -> list[Ca
 def _versions() -> dict:
     import importlib.metadata as md
     out = {}
-    for dist in ("samregistration", "torch", "SimpleITK", "numpy", "antspyx", "itk-elastix", "convexadam"):
+    for dist in ("samregistration", "torch", "SimpleITK", "numpy", "antspyx", "itk-elastix", "convexadam",
+                 "fireants"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
