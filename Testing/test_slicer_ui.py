@@ -442,3 +442,15 @@ def test_catalog_entry():
         "scm_url": "https://github.com/SAMRegistration/SlicerSAMRegistration",
         "tier": 3,
     }
+
+
+def test_panel_defaults_before_installation_equal_the_engine_defaults():
+    """What the panel shows before pydantic is installed is what the engine would use."""
+    choices = _choices()
+    from SAMRegistrationLib.settings import Settings
+    engine = Settings().to_dict()
+    for key, value in choices.PANEL_DEFAULTS.items():
+        if isinstance(value, dict):
+            assert {k: engine[key][k] for k in value} == value, key
+        else:
+            assert engine[key] == value, key

@@ -20,7 +20,7 @@ SECTIONS = ("encoder_params", "prompt_params", "method_params")
 
 #: preset -> engine settings that differ from the defaults
 PRESETS: dict[str, dict[str, Any]] = {
-    # MIND-SSC only: no foundation-model encoding, fewer Adam steps
+    # MIND-SSC only with convexadam: no foundation-model encoding, fewer Adam steps
     "fast": {"encoder": "mind", "method": "convexadam", "method_params": {"iterations": 30, "ic_iterations": 5}},
     # the engine's measured defaults (LiteMedSAM fused with MIND-SSC; MIND alone across contrasts)
     "balanced": {},
