@@ -45,6 +45,22 @@ def test_method_ids_parse_and_groups_resolve():
         resolve_methods(["nosuch"])
 
 
+def test_method_ids_carry_settings_to_the_right_sections():
+    """``?name=value`` settings of an id reach the encoder's, the method's or the run's section,
+    values read as JSON; the id round-trips and a warm run keeps them."""
+    from SAMRegistrationLib.settings import Settings
+    spec = OurMethod.parse("samreg/pyramid/auto?precision=fp32&canvas=192&iterations=7&spacing=2.5@warm")
+    assert spec.warm and spec.id == "samreg/pyramid/auto?precision=fp32&canvas=192&iterations=7&spacing=2.5@warm"
+    settings = Settings.from_dict(spec.settings(threads=1))
+    assert settings.encoder_params.precision == "fp32" and settings.encoder_params.canvas == 192
+    assert settings.method_params.iterations == 7 and settings.spacing == 2.5
+    assert "precision=fp32" in spec.label and "warm" in spec.label
+    assert resolve_methods(["samreg/pyramid/auto?precision=fp32"]) == ["identity", "samreg/pyramid/auto?precision=fp32"]
+    assert OurMethod.parse("samreg/pyramid/auto?precision") is None
+    with pytest.raises(InputError, match="unknown benchmark method"):
+        resolve_methods(["samreg/nosuch/auto?precision=fp32"])
+
+
 def test_case_loading_errors_name_the_problem(tmp_path):
     with pytest.raises(InputError, match="cases.json does not exist"):
         load_cases(tmp_path)

@@ -199,3 +199,40 @@ def test_feature_cache_hit_miss_and_damage(tmp_path):
     settings = settings.replaced(use_cache=False)
     _, hit6 = cached_stack(image, "pool", "v1", 2, 2, settings, make)
     assert not hit6 and len(calls) == 5
+
+
+def test_canvas_override_sets_the_embedding_resolution():
+    """``canvas`` sets the encoded slice's longer side, so the embedding cells scale with it and
+    still cover the same anatomy (the lattice keeps its physical extent)."""
+    image, _ = normalise_intensity(phantom(direction=oblique_direction()))
+    axis = choose_axis(image, "auto")
+    full = encode_stack(image, PoolingSliceEncoder(), axis, step=2)
+    half = encode_stack(image, PoolingSliceEncoder(), axis, step=2, canvas=32)
+    in_plane = [a for a in range(3) if a != axis]
+    assert max(full.grid.size[a] for a in in_plane) == 64 // 4
+    assert max(half.grid.size[a] for a in in_plane) == 32 // 4
+    for a in in_plane:
+        extent_full = full.grid.size[a] * full.grid.spacing[a]
+        extent_half = half.grid.size[a] * half.grid.spacing[a]
+        assert abs(extent_full - extent_half) <= full.grid.spacing[a] * 2
+
+
+def test_cache_identity_names_the_route_and_the_canvas():
+    """Stacks encoded by another numeric route or canvas are other cache entries; asking for
+    ``auto`` on this CPU names the route it resolves to, and nothing loads the model."""
+    from SAMRegistrationLib.encoders.litemedsam import LiteMedSAMParams
+    from SAMRegistrationLib.features.litemedsam import native_bf16, resolve_precision
+    from SAMRegistrationLib.features.slicewise import SliceWiseEncoder
+
+    def never_loaded(settings):
+        raise AssertionError("identity must not load the model")
+
+    def identity(**params):
+        settings = Settings(encoder="litemedsam", device="cpu", encoder_params=params)
+        return SliceWiseEncoder("litemedsam", settings, never_loaded).identity()
+
+    fp32, bf16 = identity(precision="fp32"), identity(precision="bf16")
+    assert len({fp32, bf16, identity(precision="bf16", canvas=192)}) == 3
+    assert identity(precision="auto") == (bf16 if native_bf16(torch.device("cpu")) else fp32)
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert LiteMedSAMParams().canvas == 224

@@ -1,11 +1,14 @@
 """SAMRegistration's own methods in the benchmark: every registered method with each encoder.
 
-A method id reads ``samreg/<method>/<encoder>``; the suffix ``@warm`` re-runs it with the
-feature cache its cold run filled, which is how a second registration of the same images
-(e.g. after changing a setting) performs.
+A method id reads ``samreg/<method>/<encoder>``, optionally with settings that differ from the
+defaults, ``samreg/<method>/<encoder>?precision=fp32&canvas=192`` (parameters of the encoder,
+of the method, or of the run); the suffix ``@warm`` re-runs it with the feature cache its cold
+run filled, which is how a second registration of the same images (e.g. after changing a
+setting) performs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,28 +27,56 @@ class OurMethod:
     method: str
     encoder: str
     warm: bool = False
-
-    @property
-    def id(self) -> str:
-        return f"samreg/{self.method}/{self.encoder}" + (WARM if self.warm else "")
+    options: tuple[tuple[str, str], ...] = ()     # (name, value) settings given in the id
 
     @property
     def cold_id(self) -> str:
-        return f"samreg/{self.method}/{self.encoder}"
+        query = "&".join(f"{k}={v}" for k, v in self.options)
+        return f"samreg/{self.method}/{self.encoder}" + (f"?{query}" if query else "")
+
+    @property
+    def id(self) -> str:
+        return self.cold_id + (WARM if self.warm else "")
 
     @property
     def label(self) -> str:
-        return f"SAMReg {self.method} {self.encoder}" + (" (warm cache)" if self.warm else "")
+        given = ", ".join(f"{k}={v}" for k, v in self.options)
+        return f"SAMReg {self.method} {self.encoder}" + (f" ({given})" if given else "") + \
+            (" (warm cache)" if self.warm else "")
 
     @classmethod
     def parse(cls, method_id: str) -> Optional["OurMethod"]:
         if not method_id.startswith("samreg/"):
             return None
         body, warm = (method_id[:-len(WARM)], True) if method_id.endswith(WARM) else (method_id, False)
+        body, _, query = body.partition("?")
         parts = body.split("/")
         if len(parts) != 3 or not all(parts):
             return None
-        return cls(parts[1], parts[2], warm)
+        options = tuple(tuple(item.split("=", 1)) for item in query.split("&") if item) if query else ()
+        if any(len(option) != 2 or not all(option) for option in options):
+            return None
+        return cls(parts[1], parts[2], warm, options)
+
+    def settings(self, **run: object) -> dict:
+        """The settings dict of this method id: each option goes to the section whose parameter
+        it names (encoder, method, else the run); values read as JSON where they parse."""
+        from ..plugins import encoder_plugin, method_plugin
+        sections: dict = {"encoder_params": {}, "method_params": {}}
+        top: dict = {}
+        for name, text in self.options:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+            if name in encoder_plugin(self.encoder).Params.model_fields:
+                sections["encoder_params"][name] = value
+            elif name in method_plugin(self.method).Params.model_fields:
+                sections["method_params"][name] = value
+            else:
+                top[name] = value
+        return {"method": self.method, "encoder": self.encoder, **run, **top,
+                **{key: values for key, values in sections.items() if values}}
 
 
 def our_methods(default_encoder: str, default_method: str) -> list[OurMethod]:
@@ -65,8 +96,7 @@ def run_ours(spec: OurMethod, case: Case, workdir: Path, threads: int, cache_dir
     from ..report_schema import Report
     from ..settings import Settings
 
-    settings = Settings.from_dict({"method": spec.method, "encoder": spec.encoder, "threads": threads,
-                                   "cache_dir": str(cache_dir), **(overrides or {})})
+    settings = Settings.from_dict({**spec.settings(threads=threads, cache_dir=str(cache_dir)), **(overrides or {})})
     out = workdir / "samreg-output"
     report = Report.from_dict(register(RegistrationInputs(fixed=Path(case.fixed), moving=Path(case.moving),
                                                           output_dir=out), settings))

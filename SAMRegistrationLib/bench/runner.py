@@ -76,6 +76,8 @@ def resolve_methods(requested: Optional[list[str]]) -> list[str]:
             matches = [m for m, info in known.items() if info["family"] == "peer"]
         elif name in known:
             matches = [name]
+        elif "?" in name and OurMethod.parse(name) and OurMethod.parse(name).cold_id.split("?")[0] in known:
+            matches = [name]        # a known method of ours with settings of its own
         else:       # a bare encoder or method name selects our methods using it
             matches = [m for m in known if m.startswith("samreg/") and name in m.split("@")[0].split("/")[1:]]
         if not matches:
@@ -262,7 +264,9 @@ def run_bench(options: BenchOptions, say: Printer = print) -> dict:
                  "command": options.command, "threads": options.threads, "versions": _versions(),
                  "quick": options.quick, "default_method": default_id,
                  "defaults": Settings().to_dict()},
-        "methods": {m: info for m, info in all_methods().items() if m in methods},
+        "methods": {**{m: info for m, info in all_methods().items() if m in methods},
+                    **{m: {"label": OurMethod.parse(m).label, "family": "samreg"}
+                       for m in methods if "?" in m}},
         "cases": {c.name: c.info() for c in cases},
         "runs": [], "sanity": {},
     }

@@ -6,10 +6,10 @@ from pydantic import Field
 
 from ..plugins import EncoderPlugin
 from .mind import MindParams
-from .slicewise import SliceParams
+from .litemedsam import LiteMedSAMParams
 
 
-class FusedParams(MindParams, SliceParams):
+class FusedParams(MindParams, LiteMedSAMParams):
     """A foundation encoder fused with MIND-SSC (the parameters of both, and of the fusion)."""
 
     mind_weight: float = Field(3.0, ge=0.0, le=100.0,

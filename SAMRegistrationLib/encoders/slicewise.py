@@ -23,11 +23,12 @@ class SliceParams(Parameters):
     pca_dims: int = Field(12, ge=1, le=256, description="joint PCA dimensions of foundation features")
 
 
-def slicewise_plugin(name: str, summary: str, load_model: Callable, needs_checkpoint: bool = False) -> EncoderPlugin:
+def slicewise_plugin(name: str, summary: str, load_model: Callable, needs_checkpoint: bool = False,
+                     Params: type[SliceParams] = SliceParams) -> EncoderPlugin:
     """An encoder that runs the 2D model ``load_model(settings)`` over each volume's slices."""
     def build(settings):
         from ..features.slicewise import SliceWiseEncoder
         return SliceWiseEncoder(name, settings, load_model)
-    return EncoderPlugin(name=name, summary=summary, Params=SliceParams, build=build,
+    return EncoderPlugin(name=name, summary=summary, Params=Params, build=build,
                          needs_checkpoint=needs_checkpoint, slice_model=load_model,
                          channels=lambda params: params.pca_dims)

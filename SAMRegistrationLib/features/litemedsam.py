@@ -25,14 +25,16 @@ from .tinyvit import build_litemedsam_encoder, prepare_for_inference
 
 log = logging.getLogger(__name__)
 
-#: Defaults measured with ``python -m SAMRegistrationLib.features.speed`` on 2 CPU cores (256x256):
-#: batch 1 is the fastest (wall ms per slice, re-measured 2026-11-23 with alternating runs:
-#: b1 ~820-1000, b2 ~1000-1460, b4 ~1120-1250) and has the lowest peak (0.65 GB vs 0.83 for b2);
-#: BN folding saves ~20 % (max |diff| 3e-6); channels_last does not raise the peak. bf16 autocast
-#: (-30 %, but max |diff| 0.045 on outputs of magnitude ~0.6) and torch.compile (~-10 % against
-#: batch 1, but 41 s of compilation in a fresh process, 5 s with inductor's cache) are available
-#: and off by default.
+#: Defaults measured with ``python -m SAMRegistrationLib.features.speed`` on 2 CPU cores (256x256,
+#: docs/benchmark.md): batch 1 is the fastest and has the lowest peak; BN folding saves ~20 %
+#: (max |diff| 3e-6); channels_last ~25 %. bf16 weights and activations (the ``bf16`` route,
+#: chosen by ``precision="auto"`` where the CPU has bf16 dot products) ~3x over fp32 at a
+#: per-token cosine of 0.999 and the same Dice/TRE; int8 (dynamic) is slower than bf16 and
+#: unfaithful; torch.compile adds little to bf16 and costs seconds of compilation per process.
 DEFAULT_BATCH_SIZE = 1
+#: on a CUDA device slices go through in batches (a GPU is only busy with many at once); not
+#: measured here (no GPU was lent to the session that wrote this), see docs/benchmark.md
+CUDA_BATCH_SIZE = 16
 
 #: numeric routes of the image encoder: fp32; bf16 autocast (fp32 weights, bf16 matrix products);
 #: bf16 (weights and activations in bf16); int8 (dynamically quantised linear layers, int8
@@ -105,7 +107,38 @@ class LiteMedSAMEncoder:
         return out
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU that supports it, or a
+    CPU with AVX-512 BF16 or AMX. Elsewhere (older x86, ARM) oneDNN emulates bf16 and is slower
+    than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:      # a torch without these probes: assume no
+        return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; an explicit route is kept."""
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def route(settings) -> str:
+    """The numeric route LiteMedSAM runs for ``settings``: its encoder's precision, else the
+    parameter's default (e.g. for the prompt decoder's embeddings when the registration encoder
+    is MIND), resolved for the device the run uses."""
+    from ..encoders.litemedsam import LiteMedSAMParams
+    params = getattr(settings, "encoder_params", None)
+    requested = getattr(params, "precision", LiteMedSAMParams.model_fields["precision"].default)
+    return resolve_precision(requested, resolve_device(getattr(settings, "device", "auto")))
+
+
 def load_litemedsam(settings) -> LiteMedSAMEncoder:
     configure_threads(getattr(settings, "threads", None))
     device = resolve_device(getattr(settings, "device", "auto"))
-    return LiteMedSAMEncoder(device=device, checkpoint=getattr(settings, "checkpoint", None))
+    batch = CUDA_BATCH_SIZE if device.type == "cuda" else DEFAULT_BATCH_SIZE
+    return LiteMedSAMEncoder(device=device, checkpoint=getattr(settings, "checkpoint", None),
+                             precision=route(settings), batch_size=batch)

@@ -188,10 +188,11 @@ VIEWS = {
 
 
 def encode_stack(image01: sitk.Image, encoder, axis: int, step: int, reporter=None,
-                 fraction=(0.0, 1.0), view: str = "identity") -> FeatureStack:
+                 fraction=(0.0, 1.0), view: str = "identity", canvas: Optional[int] = None) -> FeatureStack:
     """Embed every ``step``-th slice of ``image01`` along index ``axis``, seen through ``view``
-    (the embeddings are always returned in the untransformed layout)."""
-    target = stack_grid(image01, axis, step, encoder.canvas, encoder.size_multiple, encoder.flexible_size)
+    (the embeddings are always returned in the untransformed layout), on a canvas whose longer
+    side is ``canvas`` pixels (default: the encoder's own)."""
+    target = stack_grid(image01, axis, step, canvas or encoder.canvas, encoder.size_multiple, encoder.flexible_size)
     array = sitk.GetArrayFromImage(_resample_stack(image01, target, axis))     # (z, y, x)
     array_axis = 2 - axis
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, array_axis, 0)))[:, None]  # (m, 1, r, c)
@@ -304,9 +305,24 @@ class SliceWiseEncoder:
             self._model = self._load_model(self.settings)
         return self._model
 
+    def precision(self) -> str:
+        """The model's numeric route, resolved without loading it (a cache hit needs no model)."""
+        requested = getattr(self.params, "precision", None)
+        if requested is None:
+            return "fp32"
+        from ..device import resolve_device
+        from .litemedsam import resolve_precision
+        return resolve_precision(requested, resolve_device(getattr(self.settings, "device", "auto")))
+
+    def canvas(self) -> Optional[int]:
+        """The canvas the parameters ask for (none: the model's own)."""
+        return getattr(self.params, "canvas", None)
+
     def identity(self) -> str:
+        """What besides the image and the slicing decides the embeddings: checkpoint, route, canvas."""
         checkpoint = self.settings.checkpoint or "default"
-        return f"{checkpoint}"
+        route, canvas = self.precision(), self.canvas()
+        return checkpoint + ("" if route == "fp32" else f"|{route}") + ("" if canvas is None else f"|canvas{canvas}")
 
     def stack(self, image01: sitk.Image, reporter, fraction, view: str = "identity") -> tuple[FeatureStack, dict]:
         axis = choose_axis(image01, self.params.slice_axis)
@@ -314,11 +330,12 @@ class SliceWiseEncoder:
         step = choose_step(image01.GetSpacing()[axis], self.params.slice_step, int(hi[axis] - lo[axis]))
 
         def make():
-            return encode_stack(image01, self.model(), axis, step, reporter, fraction, view)
+            return encode_stack(image01, self.model(), axis, step, reporter, fraction, view, self.canvas())
 
         identity = self.identity() + ("" if view == "identity" else f"|{view}")
         stack, hit = cached_stack(image01, self.name, identity, axis, step, self.settings, make)
         info = {"axis": "xyz"[axis], "slice_step": step, "encoded_slices": stack.grid.size[axis],
+                "precision": self.precision(), "canvas": self.canvas(),
                 "embedding_grid": list(stack.grid.size), "cache_hit": hit}
         return stack, info
 

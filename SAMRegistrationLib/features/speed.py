@@ -1,6 +1,6 @@
 """Speed / memory / fidelity benchmark of the LiteMedSAM slice encoder's routes.
 
-    python -m SAMRegistrationLib.features.speed [--slices 8] [--repeats 2] [--quick]
+    python -m SAMRegistrationLib.features.speed [--slices 8] [--repeats 2] [--quick] [--runtimes] [--device cuda]
 
 Each configuration runs in a fresh subprocess so that its peak RSS (VmHWM) is its own.
 Columns: ms/slice (wall time, best of ``--repeats`` timed runs of ``--slices`` slices, after
@@ -8,7 +8,8 @@ one warm-up batch), CPU ms/slice (process CPU time of the same runs: all threads
 steadier measure of the work when other processes share the cores), GFLOP/s achieved (the
 model's counted floating-point operations per slice over the wall time; compare with
 ``python -m SAMRegistrationLib.features.roofline``), warm-up time (for torch.compile:
-compilation + first run), peak RSS, and the fidelity of the first batch's embeddings against
+compilation + first run; for other runtimes: conversion, quantisation and first run), peak RSS (on a
+GPU: the device memory allocated), and the fidelity of the first batch's embeddings against
 the plain fp32 configuration of the same size: the cosine similarity of each token's
 256-vector, mean and 1st percentile.
 """
@@ -23,31 +24,40 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE = dict(h=256, w=256, batch=2, fold=True, channels_last=False, bf16=False, compile=False, precision="fp32")
+BASE = dict(h=256, w=256, batch=2, fold=True, channels_last=False, bf16=False, compile=False, precision="fp32",
+            runtime="torch")
 
 
-def _configs(quick: bool):
+def _configs(quick: bool, device: str = "cpu", runtimes: bool = False):
     out = []
 
     def add(label, **kw):
         out.append(dict(BASE, label=label, **kw))
 
-    # BASE is the plain fp32 model (BN folded, contiguous NCHW); the encoder's default adds channels_last
+    # BASE is the plain fp32 model (BN folded, contiguous NCHW); the encoder runs channels_last (CL)
     for b in (1, 2, 4, 8):
         add(f"256x256 b{b}", batch=b)
-    add("256x256 b2 no-BN-fold", fold=False)
-    add("256x256 b2 channels_last", channels_last=True)
-    add("256x256 b2 bf16 autocast", bf16=True)
+    add("256x256 b1 no-BN-fold", batch=1, fold=False)
+    add("256x256 b1 CL (fp32 route)", batch=1, channels_last=True)
+    add("256x256 b1 CL bf16 autocast", batch=1, channels_last=True, bf16=True)
     add("256x256 b1 bf16", batch=1, precision="bf16")
-    add("256x256 b2 bf16", precision="bf16")
+    add("256x256 b1 CL bf16 (bf16 route)", batch=1, channels_last=True, precision="bf16")
+    add("256x256 b2 CL bf16", channels_last=True, precision="bf16")
     add("256x256 b1 int8 dynamic", batch=1, precision="int8")
-    add("256x256 b2 torch.compile", compile=True)
-    add("192x192 b2", h=192, w=192)
-    add("192x192 b1 bf16", batch=1, h=192, w=192, precision="bf16")     # after its fp32 reference
-    add("128x128 b2", h=128, w=128)
-    add("256x192 b2", h=256, w=192)
+    add("256x256 b1 CL torch.compile", batch=1, channels_last=True, compile=True)
+    add("256x256 b1 CL bf16 torch.compile", batch=1, channels_last=True, precision="bf16", compile=True)
+    for side in (224, 192, 160, 128):        # smaller canvases, each after its own fp32 reference
+        add(f"{side}x{side} b1 CL", batch=1, h=side, w=side, channels_last=True)
+        add(f"{side}x{side} b1 CL bf16", batch=1, h=side, w=side, channels_last=True, precision="bf16")
+    if runtimes:            # ONNX Runtime and OpenVINO (features/speed_runtimes.py), against the 256x256 fp32 rows
+        from .speed_runtimes import ROUTES
+        for runtime in ROUTES:
+            add(f"256x256 b1 {runtime}", batch=1, runtime=runtime)
+    if device == "cuda":    # a GPU's batches (the encoder's CUDA_BATCH_SIZE)
+        add("256x256 b16", batch=16)
+        add("256x256 b16 bf16", batch=16, precision="bf16")
     if quick:
-        out = [c for c in out if c["label"] in ("256x256 b1", "256x256 b1 bf16", "128x128 b2")]
+        out = [c for c in out if c["label"] in ("256x256 b1", "256x256 b1 CL bf16 (bf16 route)", "128x128 b1 CL")]
     return out
 
 
@@ -79,8 +89,14 @@ def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
     from .litemedsam import LiteMedSAMEncoder, configure_threads
 
     threads = configure_threads(cfg.get("threads"))
+    if cfg.get("runtime", "torch") != "torch":
+        from .speed_runtimes import measure
+        row, first = measure(cfg, _test_slices(max(slices, cfg["batch"]), cfg["h"], cfg["w"]), repeats, _status_mb)
+        torch.save(first.clone(), out_dir / f"{cfg['index']}.pt")
+        return row
     t0 = time.perf_counter()
-    enc = LiteMedSAMEncoder(device="cpu", batch_size=cfg["batch"], fold_bn=cfg["fold"],
+    device = cfg.get("device", "cpu")
+    enc = LiteMedSAMEncoder(device=device, batch_size=cfg["batch"], fold_bn=cfg["fold"],
                             channels_last=cfg["channels_last"], bf16=cfg["bf16"], compile=cfg["compile"],
                             precision=cfg.get("precision", "fp32"))
     load_s = time.perf_counter() - t0
@@ -97,8 +113,10 @@ def _child(cfg: dict, slices: int, repeats: int, out_dir: Path) -> dict:
         enc.embed(x)
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
-    return dict(ms_per_slice=1000.0 * best / n, cpu_ms_per_slice=1000.0 * best_cpu / n, warm_s=warm_s, load_s=load_s, rss_load_mb=rss_load,
-                peak_mb=_status_mb("VmHWM"), threads=threads)
+    # on a GPU the peak that matters is the device's (embed() returns on the CPU, so timing is synchronous)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _status_mb("VmHWM")
+    return dict(ms_per_slice=1000.0 * best / n, cpu_ms_per_slice=1000.0 * best_cpu / n, warm_s=warm_s, load_s=load_s,
+                rss_load_mb=rss_load, peak_mb=peak, threads=threads)
 
 
 def fidelity(embedding, reference) -> tuple[float, float]:
@@ -129,6 +147,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration; best is kept")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--quick", action="store_true", help="only three configurations")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="add ONNX Runtime and OpenVINO routes (need onnxruntime, onnx, openvino installed)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to run (cuda: peak MB is the GPU's allocated memory; int8 is CPU-only)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,34 +165,37 @@ def main(argv=None) -> None:
     print(f"LiteMedSAM encoder benchmark: torch {torch.__version__}, {os.cpu_count()} CPU cores, "
           f"threads={args.threads or 'all'}, {args.slices} slices x best of {args.repeats}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    header = (f"{'configuration':<28} {'ms/slice':>9} {'CPU ms/sl':>10} {'GFLOP/s':>8} {'warm-up s':>10} "
+    header = (f"{'configuration':<34} {'ms/slice':>9} {'CPU ms/sl':>10} {'GFLOP/s':>8} {'warm-up s':>10} "
               f"{'peak MB':>8} {'cos mean':>9} {'cos p1':>8}")
     print(header)
     print("-" * len(header))
     refs, flops = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for index, cfg in enumerate(_configs(args.quick)):
-            cfg = dict(cfg, index=index, threads=args.threads)
+        for index, cfg in enumerate(_configs(args.quick, args.device, args.runtimes)):
+            if args.device == "cuda" and cfg["precision"] == "int8":
+                continue
+            cfg = dict(cfg, index=index, threads=args.threads, device=args.device)
             cmd = [sys.executable, "-m", "SAMRegistrationLib.features.speed", "--child", json.dumps(cfg),
                    "--out-dir", tmp, "--slices", str(args.slices), "--repeats", str(args.repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:60]
-                print(f"{cfg['label']:<28} failed: {reason}", flush=True)
+                print(f"{cfg['label']:<34} failed: {reason}", flush=True)
                 continue
             r = json.loads(lines[-1][len("RESULT "):])
             emb = torch.load(Path(tmp) / f"{index}.pt", weights_only=True)[:1]
             shape_key = (cfg["h"], cfg["w"])
-            plain = cfg["fold"] and not (cfg["channels_last"] or cfg["bf16"] or cfg["compile"]) \
-                and cfg["precision"] == "fp32"
+            # the reference of a size: its first fp32 eager row (memory layout does not change the numbers)
+            plain = cfg["fold"] and not (cfg["bf16"] or cfg["compile"]) \
+                and cfg["precision"] == "fp32" and cfg["runtime"] == "torch"
             if shape_key not in refs and plain:
                 refs[shape_key] = emb
             cos_mean, cos_p1 = fidelity(emb, refs[shape_key]) if shape_key in refs else (float("nan"),) * 2
             if shape_key not in flops:
                 flops[shape_key] = flops_per_slice(cfg["h"], cfg["w"])
             gflops = flops[shape_key] / (r["ms_per_slice"] / 1000.0) / 1e9
-            print(f"{cfg['label']:<28} {r['ms_per_slice']:9.0f} {r['cpu_ms_per_slice']:10.0f} {gflops:8.1f} "
+            print(f"{cfg['label']:<34} {r['ms_per_slice']:9.0f} {r['cpu_ms_per_slice']:10.0f} {gflops:8.1f} "
                   f"{r['warm_s']:10.1f} {r['peak_mb']:8.0f} {cos_mean:9.5f} {cos_p1:8.5f}", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} (other processes on the machine inflate ms/slice)")
 

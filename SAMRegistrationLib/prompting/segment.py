@@ -65,11 +65,18 @@ class SliceCanvas:
 
 def prompt_slicing(settings):
     """The slicing the prompt decoder's embeddings use: the encoder's own where it encodes slices
-    (so its cached stacks serve both), else the defaults; ``prompt_params.slice_step`` overrides the step."""
+    (so its cached stacks serve both when the canvas agrees), else the defaults;
+    ``prompt_params.slice_step`` overrides the step. The canvas is always LiteMedSAM's own 256,
+    which the decoder was trained on (the registration features default to a smaller one, so
+    with prompts both volumes are encoded at both sizes, each once and cached); the numeric
+    route is the one the model is loaded with (:func:`..features.litemedsam.route`)."""
+    from ..encoders.litemedsam import LiteMedSAMParams
     from ..encoders.slicewise import SliceParams
+    from ..features.litemedsam import route
     params = settings.encoder_params
-    slicing = SliceParams(slice_axis=params.slice_axis, slice_step=params.slice_step) \
-        if isinstance(params, SliceParams) else SliceParams()
+    own = dict(precision=route(settings), canvas=LiteMedSAMEncoder.canvas)
+    slicing = LiteMedSAMParams(slice_axis=params.slice_axis, slice_step=params.slice_step, **own) \
+        if isinstance(params, SliceParams) else LiteMedSAMParams(**own)
     if settings.prompt_params.slice_step is not None:
         slicing = slicing.replaced(slice_step=settings.prompt_params.slice_step)
     return slicing
