@@ -29,6 +29,9 @@ DICE_FLOOR = {"acdc067": 0.80}       # the stated floors, where a case has one
 PROMPT_GAIN_SHORTFALLS = {
     "acdc_fs1": "measured 2026-11-29: promptreg 0.874 vs convexadam 0.874 from centre clicks (target +0.03); "
                 "the prompt gain seen on acdc067 does not carry over to this patient",
+    "acdc067": "measured 2026-11-30: promptreg 0.8954 vs convexadam 0.8668 (+0.0286, target +0.03); with "
+               "LiteMedSAM in fp32 on 256 pixels (the route until issue 16) 0.8939 vs 0.8638 (+0.0301): the "
+               "bf16/224 route lifted convexadam by 0.003 and promptreg by 0.0015",
 }
 
 
