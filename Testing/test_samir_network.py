@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from SAMRegistrationLib.field_ops import jacobian_det, warp
-from SAMRegistrationLib.methods.samir.losses import diffusion_loss, dice_loss, hfc_loss, local_ncc_loss
-from SAMRegistrationLib.methods.samir.network import SamirNet, compose, integrate, upsample_field
+from SAMRegistrationLib.learned.samir.losses import diffusion_loss, dice_loss, hfc_loss, local_ncc_loss
+from SAMRegistrationLib.learned.samir.network import SamirNet, compose, integrate, upsample_field
 
 
 def _blobs(shape=(16, 16, 16), channels=3, seed=0) -> torch.Tensor:
@@ -96,7 +96,7 @@ def test_frozen_projection_has_unit_variance_and_samples_the_stack():
     sampling on the stack's own grid gives back the projected lattice (zero off the anatomy)."""
     from SAMRegistrationLib.features.slicewise import FeatureStack, project
     from SAMRegistrationLib.grid import Grid
-    from SAMRegistrationLib.methods.samir.frozen import FrozenProjection, fit_projection, frozen_on_grid
+    from SAMRegistrationLib.learned.samir.frozen import FrozenProjection, fit_projection, frozen_on_grid
 
     g = torch.Generator().manual_seed(0)
     grid = Grid((6, 5, 4), (2.0, 2.0, 3.0), (10.0, -5.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
