@@ -118,3 +118,26 @@ def test_frozen_projection_has_unit_variance_and_samples_the_stack():
     assert float(sampled[:, 0].abs().max()) == 0.0                  # no anatomy in the first slice
     again = FrozenProjection.from_state(projection.state())
     assert torch.equal(again.basis, projection.basis) and again.scale == projection.scale
+
+
+def test_model_keeps_its_projection_in_the_state_dict_and_predicts_any_size():
+    from SAMRegistrationLib.learned.samir.frozen import FrozenProjection
+    from SAMRegistrationLib.learned.samir.model import SamirConfig, SamirModel, predict
+
+    config = SamirConfig(dims=4, head_channels=4, width=8, levels=3, steps=3)
+    assert config.in_channels == 5 and SamirConfig.parse(config.to_dict()) == config
+    g = torch.Generator().manual_seed(0)
+    projection = FrozenProjection(torch.randn(256, generator=g), torch.randn(256, 4, generator=g), 0.5)
+    model = SamirModel(config, projection)
+    torch.manual_seed(1)
+    for p in model.net.parameters():                    # a non-trivial field
+        torch.nn.init.normal_(p, std=0.05)
+    restored = SamirModel(config)
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.projection().basis, projection.basis) and restored.projection().scale == 0.5
+    fixed, moving = _blobs((11, 13, 9), channels=5), _blobs((11, 13, 9), channels=5, seed=2)
+    with torch.no_grad():
+        fields = predict(model, fixed, moving)
+        again = predict(restored, fixed, moving)
+    assert tuple(fields[0].shape) == (1, 3, 11, 13, 9) and tuple(fields[1].shape) == (1, 3, 6, 7, 5)
+    assert float(fields[0].abs().max()) > 0 and torch.allclose(fields[0], again[0])

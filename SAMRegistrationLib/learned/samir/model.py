@@ -1,0 +1,92 @@
+"""The SAMIR model as it is trained, saved and shipped: its configuration, the frozen projection
+of the encoder's channels (buffers, so they travel in the state dict) and the network.
+
+Inputs are the frozen features on the network's grid, optionally with the image's intensity
+as one more channel; :func:`predict` pads them to the pyramid's multiple and returns the
+finest field on the unpadded grid.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import ConfigDict, Field
+
+from ...params import Parameters
+from .frozen import FrozenProjection
+from .network import SamirNet
+
+ENCODER_CHANNELS = 256      # LiteMedSAM's embedding
+
+
+class SamirConfig(Parameters):
+    """Architecture, features and losses of a SAMIR model (saved with its weights)."""
+    model_config = ConfigDict(strict=True)
+
+    dims: int = Field(24, ge=1, le=ENCODER_CHANNELS, description="frozen channels: principal axes of the "
+                                                                 "encoder's embeddings kept")
+    intensity: bool = Field(True, description="the image's intensity as one more input channel")
+    head_channels: int = Field(16, ge=1, le=256, description="channels of the 3D head's output")
+    width: int = Field(32, ge=1, le=256, description="channels inside each level's block")
+    levels: int = Field(4, ge=1, le=6, description="pyramid levels (full resolution, 1/2, 1/4, ...)")
+    steps: int = Field(7, ge=0, le=12, description="scaling-and-squaring steps")
+    spacing: float = Field(2.0, gt=0.0, le=10.0, description="the network's grid spacing, mm")
+    canvas: int = Field(224, ge=64, le=512, multiple_of=32, description="LiteMedSAM canvas of the frozen features")
+    ncc_window: int = Field(9, ge=3, le=21, description="local NCC window, voxels")
+    ncc_weight: float = Field(1.0, ge=0.0, description="lambda_0 (paper: 1)")
+    hfc_weight: float = Field(1.0, ge=0.0, description="lambda_1 (paper: 1)")
+    dice_weight: float = Field(1.0, ge=0.0, description="lambda_2, where labels exist (paper: 1)")
+    diffusion_weight: float = Field(1.0, ge=0.0, description="lambda_3 (paper: 1)")
+
+    @property
+    def in_channels(self) -> int:
+        return self.dims + (1 if self.intensity else 0)
+
+
+class SamirModel(nn.Module):
+    def __init__(self, config: SamirConfig, projection: Optional[FrozenProjection] = None) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("projection_mean", torch.zeros(ENCODER_CHANNELS))
+        self.register_buffer("projection_basis", torch.zeros(ENCODER_CHANNELS, config.dims))
+        self.register_buffer("projection_scale", torch.ones((), dtype=torch.float64))
+        if projection is not None:
+            self.set_projection(projection)
+        self.net = SamirNet(config.in_channels, config.head_channels, config.width, config.levels, config.steps)
+
+    def set_projection(self, projection: FrozenProjection) -> None:
+        if projection.basis.shape != self.projection_basis.shape:
+            raise ValueError(f"projection of shape {tuple(projection.basis.shape)} for a model of "
+                             f"{tuple(self.projection_basis.shape)}")
+        self.projection_mean.copy_(projection.mean)
+        self.projection_basis.copy_(projection.basis)
+        self.projection_scale.fill_(projection.scale)
+
+    def projection(self) -> FrozenProjection:
+        return FrozenProjection(self.projection_mean, self.projection_basis, float(self.projection_scale))
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(fixed, moving)
+
+
+def pad_for_levels(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Zero-pad the last three sides up to a multiple of 2^(levels-1) (at the far end)."""
+    multiple = 2 ** (levels - 1)
+    pads = []
+    for n in reversed(x.shape[-3:]):
+        pads += [0, (-n) % multiple]
+    return F.pad(x, pads) if any(pads) else x
+
+
+def predict(model: SamirModel, fixed: torch.Tensor, moving: torch.Tensor) -> list[torch.Tensor]:
+    """Per-level fields (finest first) for (1, C, D, H, W) inputs of any size; the finest is
+    cropped back to the inputs' grid, the coarser ones to the matching fraction."""
+    shape = fixed.shape[-3:]
+    fields = model(pad_for_levels(fixed, model.config.levels), pad_for_levels(moving, model.config.levels))
+    out = []
+    for level, field in enumerate(fields):
+        size = [-(-n // 2 ** level) for n in shape]
+        out.append(field[..., :size[0], :size[1], :size[2]])
+    return out
