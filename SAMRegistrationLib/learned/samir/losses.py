@@ -60,3 +60,14 @@ def diffusion_loss(fields: list[torch.Tensor]) -> torch.Tensor:
             if field.shape[dim] > 1:
                 total = total + torch.diff(field, dim=dim).pow(2).mean()
     return total
+
+
+def mind_ssd_loss(fixed: torch.Tensor, moving: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of MIND-SSC descriptors, the moving ones warped by ``field``: the
+    image term where the two images' contrasts differ (NCC assumes they agree). MIND is computed
+    on the unwarped images and warped as a feature map, so no gradient runs through it."""
+    from ...features.mind import mind_ssc
+    with torch.no_grad():
+        fixed_mind = torch.cat([mind_ssc(f[None]) for f in fixed])
+        moving_mind = torch.cat([mind_ssc(m[None]) for m in moving])
+    return (warp(moving_mind, field) - fixed_mind).pow(2).sum(1).mean()
