@@ -15,7 +15,7 @@ from SAMRegistrationLib.training.feature_cache import (FeatureCache, cosine_stat
 from SAMRegistrationLib.training.pairs import PairSampler, training_grid
 from SAMRegistrationLib.training.providers import MindFeatures, ScaleSpaceFeatures
 from SAMRegistrationLib.training.synthesis import integrate_velocity, random_velocity, warp_nearest
-from training_data import SPACING, write_dataset
+from training_data import write_dataset
 
 GRID = [20, 20, 20]
 

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 SPACING = 2.0
 
 
-def blob_volume(size=(24, 24, 24), seed: int = 0, shift_mm=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def blob_volume(size=(24, 24, 24), seed: int = 0,
+                shift_mm=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, labels, blob centres in world mm): an ellipsoidal body with texture and three
     labelled blobs (apart, inside the body) at seeded places, the blobs moved by ``shift_mm``;
     arrays are (z, y, x)."""

@@ -177,7 +177,10 @@ class _Trainer:
         metrics = {name: float(np.nanmean(values)) if not all(math.isnan(v) for v in values) else float("nan")
                    for name, values in results.items()}
         if metrics:
-            name, mode = best_metric(self.task, metrics) if self.best is None else (self.best["name"], self.best["mode"])
+            if self.best is None:
+                name, mode = best_metric(self.task, metrics)
+            else:
+                name, mode = self.best["name"], self.best["mode"]
             value = metrics.get(name, float("nan"))
             better = (self.best is None or math.isnan(self.best["value"])
                       or (value > self.best["value"] if mode == "max" else value < self.best["value"]))
