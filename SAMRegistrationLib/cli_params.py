@@ -4,10 +4,11 @@ range, default, description) is also a ``samreg register`` option.
 ``samreg train`` gets one option per :class:`~.training.config.TrainConfig` field and per
 training parameter of the trainable methods (:func:`add_training_options`).
 
-Three groups of ``samreg register``: the encoders' parameters (the union over every encoder plug-in), the point-prompt
-parameters (``--prompt-…``, :class:`~.settings.PromptParams`) and the methods' parameters (the
-union over every method plug-in). Each plug-in option says which encoders or methods take it; a
-value for a parameter the chosen one lacks is refused by its class with one line.
+``samreg register`` has three groups: the encoders' parameters (the union over every encoder
+plug-in), the point-prompt parameters (``--prompt-…``, :class:`~.settings.PromptParams`) and the
+methods' parameters (the union over every method plug-in). Each plug-in option says which
+encoders or methods take it; a value for a parameter the chosen one lacks is refused by its
+class with one line.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                 "train_config", "")
     add_options(parser.add_argument_group("training pairs"), [d for d in docs if d[0].name in sampling],
                 "train_config", "")
-    taken = {doc.name for doc, _ in docs}
+    taken = {doc.name for doc, _ in docs} | {"data", "output", "restart", "quiet", "help"}   # train's own options
     entries = _union({n: p for n, p in methods().items() if p.train is not None}, "TrainParams")
     group = parser.add_argument_group("method training parameters")
     add_options(group, [e for e in entries if e[0].name not in taken], "method_params", "")
