@@ -1,4 +1,4 @@
-"""Command line: ``samreg register | demo | bench | worker | encoders | methods``.
+"""Command line: ``samreg register | demo | bench | train | worker | encoders | methods``.
 
 Cheap checks (files exist, labels parse, names known) run before heavy imports; torch is
 only imported by the pipeline, so ``samreg --help`` stays fast. User errors
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import Cancelled, InputError, ResourceError, SamregError
-from .cli_params import add_parameter_options, parameter_values
+from .cli_params import add_parameter_options, add_training_options, parameter_values
 from .ownership import OutputLedger
 from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, check_input_files, is_out_of_memory,
                      key_metrics, one_line, package_version, parse_labels, validate_names)
@@ -178,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output folder (default: ./samreg-bench)")
     bench.set_defaults(func=cmd_bench)
 
+    tr = sub.add_parser("train", help="train a learned registration method on a dataset",
+                        description="Train METHOD on the pairs of DATASET.json (real pairs, and synthetic "
+                        "pairs made from single volumes and label maps) into RUN_DIR: checkpoints, "
+                        "model.pt, train.log, metrics.csv, curves.png. Re-running the same command "
+                        "resumes from the last checkpoint. Under torchrun it trains with DDP. "
+                        "See docs/training.md.")
+    tr.add_argument("method", metavar="METHOD", help="a method that can be trained")
+    tr.add_argument("--data", required=True, type=Path, metavar="DATASET.json", help="the dataset file")
+    tr.add_argument("-o", "--output", dest="output_dir", required=True, type=Path, metavar="RUN_DIR",
+                    help="run folder (created if missing; resumed if it holds a run)")
+    tr.add_argument("--restart", action="store_true", help="discard the run in RUN_DIR and start over")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_training_options(tr)
+    tr.set_defaults(func=cmd_train)
+
     sub.add_parser("encoders", help="list the available encoders").set_defaults(func=cmd_encoders)
     sub.add_parser("methods", help="list the available registration methods").set_defaults(func=cmd_methods)
     return parser
@@ -306,6 +321,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if failed:
         print(f"samreg bench: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``samreg train``: check the method, dataset and settings, then train (see docs/training.md)."""
+    import os
+
+    from .plugins import method_plugin, trainable_method_names
+    plugin = method_plugin(args.method)
+    if plugin.train is None:
+        names = trainable_method_names()
+        raise InputError(f"method {args.method!r} cannot be trained (it has no train hook); trainable "
+                         f"methods: {', '.join(names) if names else 'none yet'}")
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(f"output path exists and is not a folder: {args.output_dir}")
+    from .training.config import TrainConfig
+    from .training.dataset import load_dataset
+    values = parameter_values(args)
+    config = TrainConfig.parse(values.get("train_config", {}), where="train")
+    params = (plugin.TrainParams or plugin.Params).parse(values.get("method_params", {}), where=plugin.name)
+    dataset = load_dataset(args.data)
+
+    from .training.trainer import train
+    start = time.perf_counter()
+    result = train(plugin.train(params), dataset, args.output_dir, config, restart=args.restart,
+                   show_progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"Run folder:    {Path(args.output_dir).absolute()}")
+        print(f"Steps:         {result.step}" + (f" (resumed at {result.resumed_from})" if result.resumed_from else ""))
+        if result.loss is not None:
+            print(f"Last loss:     {result.loss:.5g}")
+        if result.best:
+            print(f"Best {result.best['name']}:{'':<{max(1, 9 - len(result.best['name']))}}"
+                  f"{result.best['value']:.4g} (step {result.best['step']})")
+        print(f"model.pt:      sha256 {result.model_sha256}")
+        print(f"Time:          {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -1,10 +1,14 @@
 """Command-line options made from the parameter classes, so a parameter declared once (type,
 range, default, description) is also a ``samreg register`` option.
 
-Three groups: the encoders' parameters (the union over every encoder plug-in), the point-prompt
-parameters (``--prompt-…``, :class:`~.settings.PromptParams`) and the methods' parameters (the
-union over every method plug-in). Each plug-in option says which encoders or methods take it; a
-value for a parameter the chosen one lacks is refused by its class with one line.
+``samreg train`` gets one option per :class:`~.training.config.TrainConfig` field and per
+training parameter of the trainable methods (:func:`add_training_options`).
+
+``samreg register`` has three groups: the encoders' parameters (the union over every encoder
+plug-in), the point-prompt parameters (``--prompt-…``, :class:`~.settings.PromptParams`) and the
+methods' parameters (the union over every method plug-in). Each plug-in option says which
+encoders or methods take it; a value for a parameter the chosen one lacks is refused by its
+class with one line.
 """
 from __future__ import annotations
 
@@ -50,11 +54,12 @@ def _help(doc: ParameterDoc, plugins: Optional[list[str]] = None) -> str:
     return (text + ")").replace("%", "%%")
 
 
-def _union(plugins: dict) -> list[tuple[ParameterDoc, list[str]]]:
-    """Each parameter of any of ``plugins`` once, with the names of the plug-ins that take it."""
+def _union(plugins: dict, attribute: str = "Params") -> list[tuple[ParameterDoc, list[str]]]:
+    """Each parameter of any of ``plugins`` once, with the names of the plug-ins that take it;
+    ``attribute`` names the parameter class (a missing TrainParams falls back to Params)."""
     union: dict[str, tuple[ParameterDoc, list[str]]] = {}
     for name, plugin in sorted(plugins.items()):
-        for doc in describe(plugin.Params):
+        for doc in describe(getattr(plugin, attribute, None) or plugin.Params):
             union.setdefault(doc.name, (doc, []))[1].append(name)
     return list(union.values())
 
@@ -72,18 +77,42 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
     """Add one option per parameter of every parameter class to ``parser``."""
     for title, entries in _docs_by_section().items():
         key, prefix = SECTIONS[title]
-        group = parser.add_argument_group(title)
-        for doc, owners in entries:
-            option = "--" + prefix + doc.name.replace("_", "-")
-            dest = key + _SEPARATOR + doc.name
-            if doc.type == "bool":
-                group.add_argument(option, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                                   help=_help(doc, owners))
-            else:
-                choices = list(doc.choices) if doc.choices and not doc.type.startswith("list") else None
-                group.add_argument(option, dest=dest, type=_converter(doc), choices=choices, default=None,
-                                   metavar=None if choices else doc.name.split("_")[-1].upper(),
-                                   help=_help(doc, owners))
+        add_options(parser.add_argument_group(title), entries, key, prefix)
+
+
+def add_options(group, entries: list[tuple[ParameterDoc, Optional[list[str]]]], key: str, prefix: str) -> None:
+    """One option ``--<prefix><name>`` per parameter, its value stored under ``key`` (see
+    :func:`parameter_values`); ``owners`` (the plug-ins that take it) go into the help."""
+    for doc, owners in entries:
+        option = "--" + prefix + doc.name.replace("_", "-")
+        dest = key + _SEPARATOR + doc.name
+        if doc.type == "bool":
+            group.add_argument(option, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                               help=_help(doc, owners))
+        else:
+            choices = list(doc.choices) if doc.choices and not doc.type.startswith("list") else None
+            group.add_argument(option, dest=dest, type=_converter(doc), choices=choices, default=None,
+                               metavar=None if choices else doc.name.split("_")[-1].upper(),
+                               help=_help(doc, owners))
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """``samreg train``'s options: one per TrainConfig field (under ``train_config``), and one per
+    training parameter of every trainable method (under ``method_params``; a name TrainConfig
+    already uses gets the prefix ``method-``)."""
+    from .plugins import methods
+    from .training.config import SamplingConfig, TrainConfig
+    docs = [(doc, None) for doc in describe(TrainConfig)]
+    sampling = set(SamplingConfig.model_fields)
+    add_options(parser.add_argument_group("training"), [d for d in docs if d[0].name not in sampling],
+                "train_config", "")
+    add_options(parser.add_argument_group("training pairs"), [d for d in docs if d[0].name in sampling],
+                "train_config", "")
+    taken = {doc.name for doc, _ in docs} | {"data", "output", "restart", "quiet", "help"}   # train's own options
+    entries = _union({n: p for n, p in methods().items() if p.train is not None}, "TrainParams")
+    group = parser.add_argument_group("method training parameters")
+    add_options(group, [e for e in entries if e[0].name not in taken], "method_params", "")
+    add_options(group, [e for e in entries if e[0].name in taken], "method_params", "method-")
 
 
 def parameter_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

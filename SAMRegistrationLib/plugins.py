@@ -4,7 +4,8 @@ A method is one module in ``SAMRegistrationLib/methods/`` that defines ``PLUGIN 
 MethodPlugin(...)``: its name, a one-line summary, its typed parameter class (a
 :class:`~SAMRegistrationLib.params.Parameters` subclass), what it needs, and
 ``run(problem, params) -> MethodResult`` (see :mod:`SAMRegistrationLib.problem`); optionally
-``train``. Modules there import torch only inside ``run``, so listing the methods and their
+``train``, a factory ``train(params) -> TrainingTask`` for ``samreg train`` (see
+:mod:`SAMRegistrationLib.training`), with its parameter class ``TrainParams``. Modules there import torch only inside ``run``, so listing the methods and their
 parameters (the CLI help, the Slicer panel's menus) stays light; a test holds every module
 to that. Adding a method is adding a module: nothing else lists the names.
 
@@ -41,7 +42,8 @@ class MethodPlugin:
     needs_prompts: bool = False         # point prompts (clicks or --auto-prompts) are required
     needs_weights: bool = False         # trained weights (a checkpoint) are required
     prefers_gpu: bool = False           # runs on the CPU, but is meant for a GPU
-    train: Optional[Callable] = None    # train(config) for learned methods
+    train: Optional[Callable] = None    # train(params) -> TrainingTask, for learned methods
+    TrainParams: "Optional[type[Parameters]]" = None   # train's parameters (default: Params)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,20 @@ def encoder_plugin(name: str) -> EncoderPlugin:
         return encoders()[name]
     except KeyError:
         raise InputError(f"unknown encoder {name!r}; choose one of: {', '.join(encoder_names())}") from None
+
+
+def register_method(plugin: MethodPlugin) -> None:
+    """Add a method plug-in defined outside the methods package (a notebook, a test's own
+    learned task), for this process only; its name must not be taken."""
+    found = methods()
+    if found.get(plugin.name, plugin) is not plugin:
+        raise ValueError(f"MethodPlugin {plugin.name!r} is defined twice")
+    found[plugin.name] = plugin
+
+
+def trainable_method_names() -> list[str]:
+    """The methods that ``samreg train`` can train (those with a ``train`` factory)."""
+    return sorted(name for name, plugin in methods().items() if plugin.train is not None)
 
 
 def method_names() -> list[str]:
