@@ -64,6 +64,21 @@ def warp(values: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The displacement of x -> y + second(y), y = x + first(x): first + second(x + first(x))
+    (first ``first``, then ``second``; both on the same grid, voxels)."""
+    return first + warp(second, first)
+
+
+def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
+    """exp(v) by scaling and squaring: u = v / 2^steps, then ``steps`` times u <- u o u.
+    Diffeomorphic for any smooth v of realistic size; exp(-v) is its inverse."""
+    u = velocity / float(2 ** steps)
+    for _ in range(steps):
+        u = u + warp(u, u)
+    return u
+
+
 def resize_field(field: torch.Tensor, shape, factor: float) -> torch.Tensor:
     """Cell-centred trilinear resize to ``shape``, displacements multiplied by ``factor``."""
     return F.interpolate(field, size=tuple(shape), mode="trilinear", align_corners=False) * factor

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..field_ops import identity_grid, voxel_to_normalised, warp
+from ..field_ops import compose, identity_grid, integrate_velocity, voxel_to_normalised, warp  # noqa: F401 (re-exported)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,25 +73,11 @@ def random_velocity(shape, generator: torch.Generator, max_voxels: float, smooth
     return smooth_noise(shape, 3, generator, smooth_voxels) * float(max_voxels)
 
 
-def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
-    """exp(v) by scaling and squaring: u = v / 2^steps, then ``steps`` times u <- u + u(x + u).
-    Returns the displacement (same layout as ``velocity``)."""
-    u = velocity / float(2 ** steps)
-    for _ in range(steps):
-        u = u + warp(u, u)
-    return u
-
-
 def warp_nearest(values: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     """values(x + field(x)) by nearest-neighbour sampling (label maps keep their values)."""
     grid = identity_grid(values.shape[-3:], values.device, torch.float32) + voxel_to_normalised(field.float())
     sampled = F.grid_sample(values.float(), grid, mode="nearest", padding_mode="border", align_corners=True)
     return sampled.to(values.dtype)
-
-
-def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """The displacement of x -> y + second(y), y = x + first(x): first + second(x + first(x))."""
-    return first + warp(second, first)
 
 
 # --------------------------------------------------------------------------- intensities

@@ -18,20 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...field_ops import warp
-
-
-def integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
-    """exp(v) by scaling and squaring: v / 2^steps composed with itself ``steps`` times."""
-    field = velocity / (2 ** steps)
-    for _ in range(steps):
-        field = field + warp(field, field)
-    return field
-
-
-def compose(residual: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """previous o residual: x -> x + r(x) + p(x + r(x)) (first the residual, then the coarser field)."""
-    return residual + warp(previous, residual)
+from ...field_ops import compose, integrate_velocity as integrate, warp
 
 
 def upsample_field(field: torch.Tensor, shape) -> torch.Tensor:

@@ -26,7 +26,7 @@ from functools import reduce
 import torch
 import torch.nn.functional as F
 
-from ...field_ops import box3, pad_to_multiple, repair_folds, resize_field, warp
+from ...field_ops import box3, compose, pad_to_multiple, repair_folds, resize_field, warp
 from ...optimisers import THETAS, adam_refine, coupled_convex, inverse_consistent, shift_offsets, ssd_cost_volume
 
 # Defaults of the tensor functions; the method's defaults are PyramidParams' (in __init__.py).
@@ -67,9 +67,6 @@ def level_step(fixed: torch.Tensor, moving: torch.Tensor, radius: int, thetas=TH
     return box3(forward, times=smooth) if smooth > 0 else forward
 
 
-def compose(residual: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """w = v + u o (id + v): first the residual v, then the earlier field u (same grid, voxels)."""
-    return residual + warp(previous, residual)
 
 
 def pyramid_convex(fixed: torch.Tensor, moving: torch.Tensor, factors=LEVEL_FACTORS, radii=RADII, thetas=THETAS,
