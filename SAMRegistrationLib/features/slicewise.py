@@ -71,7 +71,7 @@ def choose_axis(image: sitk.Image, setting: str) -> int:
     return int(np.argmin(size))
 
 
-MAX_ENCODED_SLICES = 48   # per volume: bounds the encoder's CPU time (~0.7-1 s per slice on 2 cores)
+MAX_ENCODED_SLICES = 48   # per volume: bounds the encoder's CPU time (~0.15 s per slice in bf16, ~0.6 s in fp32, 2 cores)
 
 
 def choose_step(spacing_mm: float, setting: Optional[int], slices: Optional[int] = None) -> int:
