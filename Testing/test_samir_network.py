@@ -178,8 +178,10 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
     stacks = [encode_stack(image, encoder, 2, step=1) for image in (fixed01, moving01)]
     config = SamirConfig(dims=6, head_channels=4, width=8, levels=2, steps=4, spacing=2.0)
     model = SamirModel(config, fit_projection(stacks, 6))
-    path = tmp_path / "samir.pt"
-    torch.save({"config": config.to_dict(), "state_dict": model.state_dict()}, path)
+    from SAMRegistrationLib.training.checkpointing import write_model
+    path = tmp_path / "model.pt"
+    write_model({"kind": "samreg-model", "task": "samir", "model": model.state_dict(),
+                 "task_config": config.to_dict(), "data_hash": ""}, path)
     model = load_model(path)
     grid = Grid.from_image(fixed01)
     inputs = pair_inputs(model, stacks[0], stacks[1], fixed01, moving01, None, grid)
@@ -191,12 +193,16 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
     inside = (slice(2, -2), slice(3, -3), slice(3, -3))                     # (z, y, x), away from the border
     mean_x_mm = float(on_grid.data[0, 0][inside].mean())
     assert 2.0 < mean_x_mm < 4.0, mean_x_mm
-    with pytest.raises(CheckpointError, match="SHA-256 mismatch"):
+    with pytest.raises(CheckpointError, match="corrupt or not the one expected"):
         load_model(path, sha256="0" * 64)
     other = tmp_path / "other.pt"
-    torch.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(CheckpointError, match="is not a samir model"):
+    write_model({"kind": "samreg-model", "task": "tiny-net", "model": {}, "task_config": {}, "data_hash": ""}, other)
+    with pytest.raises(CheckpointError, match="trained by 'tiny-net', not 'samir'"):
         load_model(other)
+    stranger = tmp_path / "stranger.pt"
+    torch.save({"weights": torch.zeros(3)}, stranger)
+    with pytest.raises(CheckpointError):
+        load_model(stranger)
 
 
 def test_objective_trains_the_model_on_a_shifted_pair_with_labels_and_across_contrasts():

@@ -14,6 +14,9 @@ Rules a task keeps:
   same keys at every step (they become metrics.csv columns).
 * ``config`` holds everything that shapes the model (it is saved in every checkpoint and in
   ``model.pt``; a resumed run must have the same).
+* An optional ``prepare(dataset, sampling_config)`` runs once per process before
+  ``build_model`` (and before pairs are made), for what a task derives from the data itself,
+  such as a frozen projection of an encoder's channels; it must be deterministic.
 * Randomness comes from torch's global generator (seeded and checkpointed by the trainer) or
   from the pair itself; nothing else.
 """

@@ -224,6 +224,9 @@ class _Trainer:
             self.folder.mkdir(parents=True, exist_ok=True)
         barrier(context)
         state = self._last_state()
+        prepare = getattr(self.task, "prepare", None)
+        if prepare is not None:           # e.g. a frozen projection fitted on the data, before the model exists
+            prepare(self.dataset, config.sampling())
         self._build()
         sampler = PairSampler(self.dataset, config.sampling(), config.seed, self.task.feature_provider)
         if context.is_main:                # the main process encodes and caches; the others then read

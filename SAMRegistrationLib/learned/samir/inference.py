@@ -20,7 +20,6 @@ from typing import Optional
 import SimpleITK as sitk
 import torch
 
-from ...checkpoints import file_sha256
 from ...errors import CheckpointError
 from ...grid import Grid
 from .frozen import frozen_on_grid
@@ -28,22 +27,15 @@ from .model import SamirConfig, SamirModel, predict
 
 
 def load_model(path: Path, sha256: Optional[str] = None) -> SamirModel:
-    """A SAMIR model from ``path`` (``{"config": dict, "state_dict": dict, ...}``), read with
-    ``weights_only=True``; its SHA-256 must equal ``sha256`` when given."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"the samir model {path} does not exist.")
-    if sha256 and file_sha256(path) != sha256.lower():
-        raise CheckpointError(f"the samir model {path} is corrupt or not the shipped file (SHA-256 mismatch).")
+    """A SAMIR model from a ``samreg train samir`` model file (``model.pt``), read with
+    ``weights_only=True`` and checked against ``sha256`` (or the ``model.sha256`` beside it)."""
+    from ...training.checkpointing import read_model
+    saved = read_model(Path(path), sha256, task="samir")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        config = SamirConfig.parse(saved["config"], where="model config")
-        model = SamirModel(config)
-        model.load_state_dict(saved["state_dict"], strict=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # unreadable, truncated, someone else's file, a mismatched state dict
-        raise CheckpointError(f"{path} is not a samir model ({exc.__class__.__name__}: {str(exc)[:120]}).") from exc
+        model = SamirModel(SamirConfig.parse(saved["task_config"], where="model config"))
+        model.load_state_dict(saved["model"], strict=True)
+    except Exception as exc:  # a model file of another shape or version
+        raise CheckpointError(f"{path} is not a usable samir model ({exc.__class__.__name__}: {str(exc)[:120]}).") from exc
     return model.eval()
 
 

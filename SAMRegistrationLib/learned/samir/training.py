@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ...field_ops import warp
 from .losses import diffusion_loss, dice_loss, hfc_loss, local_ncc_loss, mind_ssd_loss
-from .model import SamirModel, pad_for_levels
+from .model import SamirConfig, SamirModel, pad_for_levels
 
 
 def one_hot(labels: torch.Tensor, values: list[int]) -> torch.Tensor:
@@ -27,10 +27,12 @@ def one_hot(labels: torch.Tensor, values: list[int]) -> torch.Tensor:
 
 def objective(model: SamirModel, fixed_in: torch.Tensor, moving_in: torch.Tensor, fixed_image: torch.Tensor,
               moving_image: torch.Tensor, same_contrast: bool = True, fixed_labels: Optional[torch.Tensor] = None,
-              moving_labels: Optional[torch.Tensor] = None,
-              label_values: Optional[list[int]] = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The weighted loss of the model on a batch, and its parts (floats, for the logs)."""
-    config, levels = model.config, model.config.levels
+              moving_labels: Optional[torch.Tensor] = None, label_values: Optional[list[int]] = None,
+              config: Optional[SamirConfig] = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted loss of the model on a batch, and its parts (floats, for the logs). ``config``
+    defaults to the model's own (pass it when ``model`` is a DistributedDataParallel wrapper)."""
+    config = config or model.config
+    levels = config.levels
     pad = lambda x: pad_for_levels(x, levels)       # noqa: E731
     fixed_in, moving_in, fixed_image, moving_image = map(pad, (fixed_in, moving_in, fixed_image, moving_image))
     fields = model(fixed_in, moving_in)
@@ -42,12 +44,12 @@ def objective(model: SamirModel, fixed_in: torch.Tensor, moving_in: torch.Tensor
     hfc = hfc_loss(fixed_in[:, :config.dims], moving_in[:, :config.dims], fields)
     smooth = diffusion_loss(fields)
     total = config.ncc_weight * image + config.hfc_weight * hfc + config.diffusion_weight * smooth
-    parts = {"image": float(image), "hfc": float(hfc), "diffusion": float(smooth)}
+    parts = {"image": float(image.detach()), "hfc": float(hfc.detach()), "diffusion": float(smooth.detach())}
     if fixed_labels is not None and moving_labels is not None and config.dice_weight > 0:
         values = label_values or sorted(int(v) for v in torch.unique(fixed_labels) if int(v) != 0)
         if values:
             dice = dice_loss(one_hot(pad(fixed_labels), values), one_hot(pad(moving_labels), values), finest)
             total = total + config.dice_weight * dice
-            parts["dice"] = float(dice)
-    parts["total"] = float(total)
+            parts["dice"] = float(dice.detach())
+    parts["total"] = float(total.detach())
     return total, parts
