@@ -190,3 +190,31 @@ def test_synthetic_moving_features_can_be_reencoded(tmp_path):
     assert torch.equal(warped.moving, encoded.moving)
     assert not torch.equal(warped.moving_features, encoded.moving_features)
     assert float(torch.nn.functional.cosine_similarity(warped.moving_features, encoded.moving_features).mean()) > 0.9
+
+
+def test_deformed_copies_are_made_and_encoded_once_and_their_pairs_map_fixed_to_moving(tmp_path):
+    """With a bank of deformed copies, every synthetic pair is two different copies; the true
+    displacement carries the fixed labels onto the moving ones; each copy is encoded once, over
+    any number of draws, and the bank is the same for the same seed."""
+    dataset = load_dataset(write_dataset(tmp_path, label_maps=0, pairs=0, validation=0, volumes=1, size=(32, 32, 32)))
+    config = _config(deform_voxels=5.0, deform_smoothness=8.0, grid_size=[32, 32, 32], deformed_copies=3)
+    provider = MindFeatures()
+    sampler = PairSampler(dataset, config, seed=1, feature_provider=provider, cache_dir=tmp_path / "cache")
+    sampler.load_all()
+    assert sampler.features.computed == 4                        # the volume and its three copies
+    seen, checked = set(), 0
+    for step in range(12):
+        pair = sampler.sample(step, 0)
+        a, b = pair.source.split()[-1].split("-")
+        assert pair.source.startswith("volumes[0] copies") and a != b
+        seen.add((a, b))
+        assert pair.fixed_features.shape[1] == 12 and pair.moving_features.shape == pair.fixed_features.shape
+        before = _dice(pair.moving_label, pair.fixed_label)
+        after = _dice(warp_nearest(pair.moving_label, pair.true_displacement), pair.fixed_label)
+        if before < 0.85:      # (label maps are nearest-neighbour warped three times: some loss on 32^3 blobs)
+            assert after > 0.78 and after > before + 0.15, (pair.source, before, after)
+            checked += 1
+    assert sampler.features.computed == 4 and len(seen) >= 4 and checked >= 3
+    again = PairSampler(dataset, config, seed=1, feature_provider=provider, cache_dir=tmp_path / "cache")
+    assert torch.equal(again.sample(5, 0).true_displacement, sampler.sample(5, 0).true_displacement)
+    assert again.features.computed == 0                         # the copies' features come from the disk cache

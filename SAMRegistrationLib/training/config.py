@@ -42,6 +42,9 @@ class SamplingConfig(Parameters):
     label_map_weight: float = Field(1.0, ge=0.0, le=1000.0, description="how often SynthMorph pairs from "
                                     "label maps are drawn")
     augment_pairs: bool = Field(False, description="apply the intensity changes to real pairs too")
+    deformed_copies: int = Field(0, ge=0, le=64, description="synthetic pairs from single volumes: both "
+                                 "images drawn from this many deformed copies of each volume (and the volume "
+                                 "itself), each made and encoded once; 0: a new deformation at every draw")
     reencode_features: bool = Field(False, description="synthetic pairs: encode the warped moving image "
                                     "instead of warping the fixed image's cached features")
     feature_cache: Optional[str] = Field(None, description="folder of the training feature cache (none: "

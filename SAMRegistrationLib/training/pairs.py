@@ -14,6 +14,10 @@ entry uniformly):
   w = exp(v) for a random smooth velocity v, each then given its own intensity changes; the
   label map is warped by nearest neighbour; ``true_displacement`` = exp(-v), the
   fixed -> moving mapping (``warp(moving, true_displacement) ~ fixed``);
+* with ``deformed_copies`` K > 0, a synthetic pair from a single volume is two different
+  members of a bank of the volume and K deformed copies of it, each deformation drawn from a
+  fixed seed and each copy encoded once (features that do not survive warping, such as a
+  slice-wise foundation encoder's, are then computed on the deformed image itself, once);
 * a SynthMorph pair from a label map: two images drawn from (labels, labels warped by w).
 
 Features: with a feature provider, each volume's features are computed once
@@ -41,7 +45,7 @@ from ..volume import check_values, normalise_intensity, read_segmentation, read_
 from .config import SamplingConfig
 from .dataset import Dataset, PairEntry
 from .feature_cache import FeatureCache, FeatureProvider, default_cache_dir, image_tensor, tensor_image, warp_features
-from .synthesis import (augment_intensity, integrate_velocity, random_velocity, synthmorph_image, uniform,
+from .synthesis import (augment_intensity, compose, integrate_velocity, random_velocity, synthmorph_image, uniform,
                         warp_nearest)
 
 
@@ -119,6 +123,7 @@ class PairSampler:
         self._labels: dict = {}
         self._synth_maps: dict = {}
         self._landmarks: dict = {}
+        self._copies: dict = {}
         self._validation: Optional[list[TrainingPair]] = None
 
     # ----------------------------------------------------------------- loading (once per volume)
@@ -228,7 +233,45 @@ class PairSampler:
         velocity = random_velocity(shape, generator, uniform(generator, 0.0, c.deform_voxels), c.deform_smoothness)
         return integrate_velocity(velocity, c.integration_steps), integrate_velocity(-velocity, c.integration_steps)
 
+    def _copy(self, index: int, number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                       Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Deformed copy ``number`` of volume ``index`` (0: the volume itself), made once:
+        (image, w, its inverse, label map, features); the same for the same seed."""
+        key = (index, number)
+        if key not in self._copies:
+            entry, where = self.dataset.spec.volumes[index], f"volumes[{index}]"
+            base_image = self._image(f"{where}.image", entry.image)
+            base = image_tensor(base_image)
+            label = self._label(f"{where}.label", entry.label, Grid.from_image(base_image))
+            if number == 0:
+                forward = inverse = torch.zeros(1, 3, *base.shape[-3:])
+                image, copy_image = base, base_image
+            else:
+                seed = sample_seed(self.seed, -1 - index, number)      # negative steps: never a sample's
+                forward, inverse = self._deformation(base.shape[-3:], torch.Generator().manual_seed(seed))
+                image = warp(base, forward)
+                copy_image = tensor_image(image, base_image)
+            moved_label = None if label is None else (label if number == 0 else warp_nearest(label, forward))
+            self._copies[key] = (image, forward, inverse, moved_label, self._features(copy_image))
+        return self._copies[key]
+
+    def _copies_pair(self, index: int, generator: torch.Generator) -> TrainingPair:
+        """Two different copies of volume ``index`` (:meth:`_copy`): fixed a, moving b. With
+        fixed(x) = V(x + w_a(x)) and moving(y) = V(y + w_b(y)), the fixed -> moving mapping is
+        w_a followed by w_b's inverse."""
+        count = self.config.deformed_copies + 1
+        a = int(torch.randint(count, (), generator=generator))
+        b = (a + 1 + int(torch.randint(count - 1, (), generator=generator))) % count
+        fixed, forward_a, _, fixed_label, fixed_features = self._copy(index, a)
+        moving, _, inverse_b, moving_label, moving_features = self._copy(index, b)
+        grid = Grid.from_image(self._image(f"volumes[{index}].image", self.dataset.spec.volumes[index].image))
+        return TrainingPair(self._augment(fixed, generator), self._augment(moving, generator), fixed_label,
+                            moving_label, None, None, fixed_features, moving_features, compose(forward_a, inverse_b),
+                            f"volumes[{index}] copies {a}-{b}", grid.spacing, self.labels)
+
     def _volume_pair(self, index: int, generator: torch.Generator) -> TrainingPair:
+        if self.config.deformed_copies > 0:
+            return self._copies_pair(index, generator)
         entry = self.dataset.spec.volumes[index]
         where = f"volumes[{index}]"
         base_image = self._image(f"{where}.image", entry.image)
@@ -288,6 +331,8 @@ class PairSampler:
             image = self._image(f"volumes[{i}].image", entry.image)
             self._label(f"volumes[{i}].label", entry.label, Grid.from_image(image))
             self._features(image)
+            for number in range(1, self.config.deformed_copies + 1):
+                self._copy(i, number)
         for i in range(len(spec.label_maps)):
             self._label_map(i)
         for i in range(len(spec.pairs)):
