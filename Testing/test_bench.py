@@ -59,6 +59,10 @@ def test_method_ids_carry_settings_to_the_right_sections():
     assert OurMethod.parse("samreg/pyramid/auto?precision") is None
     with pytest.raises(InputError, match="unknown benchmark method"):
         resolve_methods(["samreg/nosuch/auto?precision=fp32"])
+    with pytest.raises(InputError, match="precision"):                   # a bad value, before any run
+        resolve_methods(["samreg/pyramid/auto?precision=fp8"])
+    with pytest.raises(InputError, match="nosuch"):
+        resolve_methods(["samreg/pyramid/auto?nosuch=1"])
 
 
 def test_case_loading_errors_name_the_problem(tmp_path):
@@ -187,3 +191,18 @@ def test_fireants_small_grids_are_resampled_over_the_same_extent():
     assert np.allclose(back, [1.0, -2.0, 3.0])
     big = sitk.Image([32, 33, 34], sitk.sitkFloat32)
     assert at_least_voxels(big, FIREANTS_MIN_SIZE) is big
+
+
+def test_elastix_peer_writes_only_into_its_own_folder(tmp_path, phantom_images, monkeypatch):
+    """Transformix's deformation field file lands in the run's folder, never in the caller's
+    working directory (an in-process run, as the cardiac acceptance test makes, left one there)."""
+    pytest.importorskip("itk", reason="the Elastix peer needs the bench extra")
+    from SAMRegistrationLib.bench.peers import run_elastix
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    case = Case(name="phantom", fixed=str(phantom_images["fixed"]), moving=str(phantom_images["moving"]))
+    result = run_elastix(case, tmp_path / "work", threads=1)
+    assert result.field.GetNumberOfComponentsPerPixel() == 3
+    assert list(elsewhere.iterdir()) == []
+    assert (tmp_path / "work" / "deformationField.nii").is_file()

@@ -96,9 +96,14 @@ def _elastix_parameters(maps: tuple[str, ...], threads: int):
     return parameters
 
 
-def elastix_field(fixed_path: str, moving_path: str, maps: tuple[str, ...], threads: int) -> tuple[sitk.Image, float]:
-    """Run elastix with default parameter maps; return (transformix deformation field, seconds)."""
+def elastix_field(fixed_path: str, moving_path: str, maps: tuple[str, ...], threads: int,
+                  workdir: Path) -> tuple[sitk.Image, float]:
+    """Run elastix with default parameter maps; return (transformix deformation field, seconds).
+    Transformix writes its ``deformationField.nii`` into ``workdir`` (by default it would land in
+    whatever the caller's working directory is)."""
     import itk
+
+    workdir.mkdir(parents=True, exist_ok=True)
 
     fixed = itk.imread(fixed_path, itk.F)
     moving = itk.imread(moving_path, itk.F)
@@ -107,7 +112,8 @@ def elastix_field(fixed_path: str, moving_path: str, maps: tuple[str, ...], thre
     _, transform_parameters = itk.elastix_registration_method(fixed, moving, parameter_object=parameters,
                                                               log_to_console=False)
     seconds = time.perf_counter() - start
-    deformation = itk.transformix_deformation_field(moving, transform_parameters)
+    deformation = itk.transformix_deformation_field(moving, transform_parameters,
+                                                    output_directory=str(workdir.absolute()))
     array = np.asarray(itk.array_from_image(deformation), dtype=np.float64)   # (z, y, x, 3), x/y/z LPS mm
     field = sitk.GetImageFromArray(array, isVector=True)
     field.SetSpacing(tuple(float(v) for v in deformation.GetSpacing()))
@@ -118,7 +124,7 @@ def elastix_field(fixed_path: str, moving_path: str, maps: tuple[str, ...], thre
 
 def run_elastix(case: Case, workdir: Path, threads: int) -> PeerResult:
     """itk-elastix with the default 'affine' then 'bspline' parameter maps."""
-    field, seconds = elastix_field(case.fixed, case.moving, ("affine", "bspline"), threads)
+    field, seconds = elastix_field(case.fixed, case.moving, ("affine", "bspline"), threads, workdir)
     return PeerResult(on_fixed_grid(field, _read(case.fixed)), seconds,
                       "itk-elastix default parameter maps: affine then bspline")
 
@@ -143,7 +149,7 @@ def run_convexadam_mind(case: Case, workdir: Path, threads: int) -> PeerResult:
     start = time.perf_counter()
     pre: sitk.Transform = sitk.Transform(3, sitk.sitkIdentity)
     if case.needs_affine:
-        affine_field, _ = elastix_field(case.fixed, case.moving, ("affine",), threads)
+        affine_field, _ = elastix_field(case.fixed, case.moving, ("affine",), threads, workdir)
         pre = sitk.DisplacementFieldTransform(on_fixed_grid(affine_field, fixed))
         notes.append("affine given: elastix default affine (time included)")
     reference = fixed

@@ -77,6 +77,8 @@ def resolve_methods(requested: Optional[list[str]]) -> list[str]:
         elif name in known:
             matches = [name]
         elif "?" in name and OurMethod.parse(name) and OurMethod.parse(name).cold_id.split("?")[0] in known:
+            from ..settings import Settings
+            Settings.from_dict(OurMethod.parse(name).settings())      # a bad setting: one line, before any run
             matches = [name]        # a known method of ours with settings of its own
         else:       # a bare encoder or method name selects our methods using it
             matches = [m for m in known if m.startswith("samreg/") and name in m.split("@")[0].split("/")[1:]]

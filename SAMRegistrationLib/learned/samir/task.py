@@ -10,24 +10,27 @@ validation scores Dice of the warped label maps, folding and, where landmarks ex
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Optional
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
 from ...field_ops import jacobian_det
+from ...metrics import dice_per_label, fold_percent
 from ...grid import Grid
 from .frozen import FrozenProjection, fit_projection, frozen_on_grid
 from .model import SamirConfig, SamirModel, predict
 from .training import objective
 
 
-def _encoder(canvas: int, threads: Optional[int] = None):
+def _encoder(canvas: int):
     """The slice-wise LiteMedSAM encoder of the frozen features (its stacks cached as for registration)."""
     from ...encoders.litemedsam import PLUGIN as litemedsam
     from ...features.slicewise import SliceWiseEncoder
     from ...settings import Settings
-    settings = Settings(encoder="litemedsam", encoder_params={"canvas": canvas}, threads=threads)
+    settings = Settings(encoder="litemedsam", encoder_params={"canvas": canvas})
     return SliceWiseEncoder("litemedsam", settings, litemedsam.slice_model)
 
 
@@ -92,18 +95,14 @@ class SamirTask:
         field = predict(model, fixed_in, moving_in)[0]
         metrics: dict[str, float] = {}
         if pair.fixed_label is not None and pair.moving_label is not None:
-            warped = warp_nearest(pair.moving_label, field)
-            values = pair.labels or [int(v) for v in torch.unique(pair.fixed_label) if int(v) != 0]
-            scores = []
-            for value in values:
-                a, b = warped == value, pair.fixed_label == value
-                total = int(a.sum()) + int(b.sum())
-                if total:
-                    scores.append(2.0 * int((a & b).sum()) / total)
+            warped = warp_nearest(pair.moving_label, field.detach())[0, 0].numpy()
+            fixed_label = pair.fixed_label[0, 0].numpy()
+            values = pair.labels or [int(v) for v in np.unique(fixed_label) if v != 0]
+            scores = [v for v in dice_per_label(fixed_label, warped, values).values() if not math.isnan(v)]
             metrics["dice"] = sum(scores) / len(scores) if scores else float("nan")
         if pair.fixed_points is not None and pair.moving_points is not None:
             metrics["tre_mm"] = _tre(field, pair.fixed_points, pair.moving_points, pair.spacing)
-        metrics["fold_percent"] = 100.0 * float((jacobian_det(field) <= 0).float().mean())
+        metrics["fold_percent"] = fold_percent(jacobian_det(field.detach()).numpy())
         return metrics
 
 
