@@ -29,8 +29,8 @@ from .progress import ProgressFn, Reporter
 from .settings import Settings
 from .stages import (LARGE_VOXEL_BUDGET, REFERENCE_SPACING_MM, WORKING_VOXEL_BUDGET, affine_stage,
                      anatomy_mask, build_report, check_memory, choose_prompts, click_landmarks, compose_stage,
-                     default_spacing, encode_stage, evaluate_stage, load_stage, optimise_stage, plan_working_grid,
-                     prompt_stage, publish, regions_on_grid, working_grid, write_stage)
+                     default_spacing, encode_stage, evaluate_stage, load_stage, optimise_stage, own_features,
+                     plan_working_grid, prompt_stage, publish, regions_on_grid, working_grid, write_stage)
 
 # the helpers other modules import from here live with their stages in stages.py
 __all__ = ["RegistrationInputs", "register", "STAGES", "OUTPUT_FILES", "peak_rss_mb", "working_grid",
@@ -116,6 +116,8 @@ def register(inputs: RegistrationInputs, settings: Settings,
         torch.set_num_threads(int(settings.threads))
     encoder_plugin(settings.encoder)              # unknown names fail before any work
     method = method_plugin(settings.method)
+    if method.preflight is not None:              # e.g. a model file that is missing or damaged
+        method.preflight(settings.method_params)
 
     with timer.stage("load"):
         loaded = load_stage(inputs, settings, reporter)
@@ -123,7 +125,8 @@ def register(inputs: RegistrationInputs, settings: Settings,
         alignment = affine_stage(loaded, settings, reporter)
     spacing, grid = plan_working_grid(loaded, settings)
     with timer.stage("encode"):
-        features = encode_stage(settings, loaded, alignment, grid, reporter)
+        features = own_features(method) if method.own_features else \
+            encode_stage(settings, loaded, alignment, grid, reporter)
     prompting = choose_prompts(inputs, loaded, method)
     if prompting.points:
         with timer.stage("prompts"):

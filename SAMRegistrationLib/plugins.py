@@ -44,6 +44,9 @@ class MethodPlugin:
     prefers_gpu: bool = False           # runs on the CPU, but is meant for a GPU
     train: Optional[Callable] = None    # train(params) -> TrainingTask, for learned methods
     TrainParams: "Optional[type[Parameters]]" = None   # train's parameters (default: Params)
+    preflight: Optional[Callable] = None  # preflight(params): raise before any work (e.g. a missing model)
+    own_features: Optional[str] = None  # the encoder the method always uses itself (a model trained on its
+    #                                     features): the pipeline encodes nothing and --encoder is not used
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:                       # torch-free at import: plug-in modules 
     import torch
 
     from .displacement import DisplacementField
+    from .settings import Settings
     from .grid import Grid
     from .progress import Reporter
 
@@ -40,6 +41,7 @@ class Problem:
     regions: Optional[tuple["torch.Tensor", "torch.Tensor"]] = None   # (K, D, H, W) soft masks, fixed / moving
     landmarks: Optional[tuple["torch.Tensor", "torch.Tensor"]] = None  # (N, 3) working voxels, fixed / moving
     modalities: tuple[str, str] = ("mr", "mr")     # resolved intensity normalisation, fixed / moving: "ct" or "mr"
+    settings: Optional["Settings"] = None          # the run's settings (cache folder, device), for methods that encode
     _features: Optional[tuple["torch.Tensor", "torch.Tensor"]] = dataclass_field(default=None, repr=False)
     _agreement: Optional[float] = dataclass_field(default=None, repr=False)
 
@@ -52,6 +54,8 @@ class Problem:
         """(fixed, moving) features on the working grid and the device; encoded on first use."""
         if self._features is None:
             fixed, moving = self.encode()
+            if fixed is None or moving is None:
+                raise RuntimeError("this method declares own_features: the pipeline encoded nothing for it")
             self._features = (fixed.to(self.device), moving.to(self.device))
         return self._features
 

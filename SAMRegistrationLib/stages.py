@@ -74,8 +74,8 @@ class Alignment:
 class Features:
     """The encoder's features of both images on the working grid, handed over once."""
 
-    def __init__(self, fixed: torch.Tensor, moving: torch.Tensor, info: dict) -> None:
-        self._pair: Optional[list[torch.Tensor]] = [fixed, moving]
+    def __init__(self, fixed: Optional[torch.Tensor], moving: Optional[torch.Tensor], info: dict) -> None:
+        self._pair: Optional[list[Optional[torch.Tensor]]] = [fixed, moving]
         self.info = info
 
     def take(self) -> list[torch.Tensor]:
@@ -228,6 +228,13 @@ def encode_stage(settings: "Settings", loaded: LoadedInputs, alignment: Alignmen
     return Features(fixed_feats, moving_feats, info)
 
 
+def own_features(method: Any) -> Features:
+    """No features for a method that encodes the images itself (``MethodPlugin.own_features``)."""
+    return Features(None, None, {"encoder": method.own_features, "by_method": method.name,
+                                 "note": "encoded by the method itself, on the features its model was trained "
+                                         "on; --encoder is not used"})
+
+
 # --------------------------------------------------------------------------- prompts
 def choose_prompts(inputs: "RegistrationInputs", loaded: LoadedInputs, method: Any) -> Prompting:
     """The prompts given plus ``inputs.auto_prompts`` sampled ones (added to the moving side);
@@ -312,7 +319,7 @@ def optimise_stage(method: Any, settings: "Settings", loaded: LoadedInputs, alig
                           mask=mask, device=device, reporter=reporter, encode=lambda: (encoded[0], encoded[1]),
                           regions=regions_on_grid(prompting.regions, grid, affine) if prompting.regions else None,
                           landmarks=click_landmarks(prompting.points, grid, affine),
-                          modalities=(loaded.fixed_modality, loaded.moving_modality))
+                          modalities=(loaded.fixed_modality, loaded.moving_modality), settings=settings)
         result = method.run(problem, settings.method_params)
     except (MemoryError, torch.OutOfMemoryError) as exc:
         raise ResourceError(f"not enough memory while optimising ({exc.__class__.__name__}); "

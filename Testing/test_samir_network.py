@@ -167,8 +167,8 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
     from SAMRegistrationLib.features.slicewise import encode_stack
     from SAMRegistrationLib.grid import Grid
     from SAMRegistrationLib.learned.samir.frozen import fit_projection
-    from SAMRegistrationLib.learned.samir.inference import (load_model, network_field, on_working_grid,
-                                                              pair_inputs, refine)
+    from SAMRegistrationLib.learned.samir.inference import (load_model, network_field, network_grid,
+                                                              on_working_grid, pair_inputs, refine)
     from SAMRegistrationLib.learned.samir.model import SamirConfig, SamirModel
     from SAMRegistrationLib.volume import normalise_intensity
 
@@ -184,7 +184,7 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
                  "task_config": config.to_dict(), "data_hash": ""}, path)
     model = load_model(path)
     grid = Grid.from_image(fixed01)
-    inputs = pair_inputs(model, stacks[0], stacks[1], fixed01, moving01, None, grid)
+    inputs = pair_inputs(model, stacks[0], stacks[1], fixed01, moving01, None, network_grid(grid, config.spacing))
     assert inputs.fixed.shape[1] == 7 and inputs.grid.size == grid.size
     field = network_field(model, inputs)
     assert float(field.abs().max()) == 0.0
@@ -232,3 +232,17 @@ def test_objective_trains_the_model_on_a_shifted_pair_with_labels_and_across_con
     assert history[-1] < 0.9 * history[0], history
     _, across = objective(model, fixed_in, moving_in, image, 1.0 - moving_in[:, 3:], same_contrast=False)
     assert "dice" not in across and across["image"] > 0
+
+
+def test_local_correlation_peaks_at_the_offset_of_a_shift():
+    """Moving features shifted by one voxel along x: the correlation channel of that offset is 1
+    in the interior and larger than every other offset's."""
+    from SAMRegistrationLib.learned.samir.network import local_correlation
+    fixed = torch.randn(1, 8, 10, 10, 10, generator=torch.Generator().manual_seed(0))
+    moving = torch.roll(fixed, shifts=1, dims=4)               # moving(x + 1) = fixed(x)
+    corr = local_correlation(fixed, moving, radius=1)
+    assert corr.shape == (1, 27, 10, 10, 10)
+    inner = corr[0, :, 2:-2, 2:-2, 2:-2]
+    best = inner.mean(dim=(1, 2, 3)).argmax()
+    assert int(best) == 1 * 9 + 1 * 3 + 2                       # offset (z, y, x) = (0, 0, +1)
+    assert torch.allclose(inner[best], torch.ones_like(inner[best]), atol=1e-5)

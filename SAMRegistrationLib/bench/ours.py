@@ -81,10 +81,12 @@ class OurMethod:
 
 def our_methods(default_encoder: str, default_method: str) -> list[OurMethod]:
     """Every registered method with the benchmark encoders, plus the default re-run warm."""
-    from ..plugins import method_names, prompt_methods
-
+    from ..plugins import method_names, method_plugin, prompt_methods
     # the cases have no clicks, so methods that need point prompts are not benchmarked here
-    methods = [OurMethod(m, e) for m in sorted(set(method_names()) - prompt_methods()) for e in BENCH_ENCODERS]
+    methods = []
+    for name in sorted(set(method_names()) - prompt_methods()):
+        own = method_plugin(name).own_features        # a method on its own features: once, not per encoder
+        methods += [OurMethod(name, own)] if own else [OurMethod(name, e) for e in BENCH_ENCODERS]
     methods.append(OurMethod(default_method, default_encoder, warm=True))
     return methods
 
@@ -109,4 +111,7 @@ def run_ours(spec: OurMethod, case: Case, workdir: Path, threads: int, cache_dir
         note += f"; auto chose {choice['chosen']} (intensity correlation {choice['intensity_correlation']})"
     note += f"; registration = affine {timings.affine_s:.1f} + encode {timings.encode_s:.1f}" \
             f" + optimise {timings.optimise_s:.1f} s"
+    own = {k[:-len("_seconds")]: v for k, v in report.resolved.method.items() if k.endswith("_seconds")}
+    if own:                                     # the method's own breakdown, e.g. samir's encode / network / refine
+        note += " (" + ", ".join(f"{k} {v:.1f}" for k, v in own.items()) + " s)"
     return PeerResult(field, timings.registration_s, note)

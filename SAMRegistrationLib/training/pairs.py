@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -324,18 +324,31 @@ class PairSampler:
                                 for i in range(len(self.dataset.spec.validation))]
         return self._validation
 
-    def load_all(self, validation: bool = True) -> None:
-        """Read (and encode) every volume now, so that a bad file stops the run before training."""
+    def load_count(self, validation: bool = True) -> int:
+        """How many items :meth:`load_all` reads (each volume with its copies, label maps, pairs)."""
         spec = self.dataset.spec
+        return (len(spec.volumes) * (self.config.deformed_copies + 1) + len(spec.label_maps) + len(spec.pairs)
+                + (len(spec.validation) if validation else 0))
+
+    def load_all(self, validation: bool = True, progress: Optional[Callable[[str], None]] = None) -> None:
+        """Read (and encode) every volume now, so that a bad file stops the run before training;
+        ``progress(what)`` is called after each of the :meth:`load_count` items."""
+        spec = self.dataset.spec
+        done = progress or (lambda what: None)
         for i, entry in enumerate(spec.volumes):
             image = self._image(f"volumes[{i}].image", entry.image)
             self._label(f"volumes[{i}].label", entry.label, Grid.from_image(image))
             self._features(image)
+            done(f"volumes[{i}]")
             for number in range(1, self.config.deformed_copies + 1):
                 self._copy(i, number)
+                done(f"volumes[{i}] copy {number}")
         for i in range(len(spec.label_maps)):
             self._label_map(i)
+            done(f"label_maps[{i}]")
         for i in range(len(spec.pairs)):
             self._real_pair("pairs", i, None)
+            done(f"pairs[{i}]")
         if validation:
-            self.validation_pairs()
+            for i, _ in enumerate(self.validation_pairs()):
+                done(f"validation[{i}]")

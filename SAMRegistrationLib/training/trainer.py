@@ -215,6 +215,20 @@ class _Trainer:
         barrier(self.context)
 
     # ----------------------------------------------------------------- the run
+    def _announce(self, line: str) -> None:
+        """A phase of the run, in the log and (main process, progress shown) on stderr."""
+        if self.context.is_main:
+            self.files.log(line)
+            if self.show_progress:
+                print(f"samreg train: {line}", file=sys.stderr, flush=True)
+
+    def _loading(self, sampler: PairSampler, validation: bool) -> None:
+        from tqdm import tqdm
+        with tqdm(total=sampler.load_count(validation), unit="item", file=sys.stderr, dynamic_ncols=True,
+                  disable=not self.show_progress, desc="data") as bar:
+            sampler.load_all(validation, progress=lambda what: (bar.set_postfix_str(what, refresh=False),
+                                                                bar.update(1)))
+
     def run(self) -> TrainResult:
         config, context = self.config, self.context
         if context.is_main:
@@ -226,11 +240,14 @@ class _Trainer:
         state = self._last_state()
         prepare = getattr(self.task, "prepare", None)
         if prepare is not None:           # e.g. a frozen projection fitted on the data, before the model exists
+            self._announce(f"preparing {self.task.name}")
             prepare(self.dataset, config.sampling())
         self._build()
         sampler = PairSampler(self.dataset, config.sampling(), config.seed, self.task.feature_provider)
         if context.is_main:                # the main process encodes and caches; the others then read
-            sampler.load_all()
+            self._announce("reading the training data onto the training grid"
+                           + (" and encoding it" if self.task.feature_provider is not None else ""))
+            self._loading(sampler, validation=True)
         barrier(context)
         if not context.is_main:
             sampler.load_all(validation=False)

@@ -1,4 +1,4 @@
-"""SAMIR (He, Liu et al., seed 001; issue 17, in progress): a network on frozen foundation
-features. The network (:mod:`.network`), its losses (:mod:`.losses`) and the frozen features
-(:mod:`.frozen`); the method plug-in (``methods/samir.py``) is declared once a trained model
-ships with the package, so that no listed method needs weights it cannot find."""
+"""SAMIR (He, Liu et al., seed 001): a network on frozen foundation features. The network
+(:mod:`.network`), its losses (:mod:`.losses`), the frozen features (:mod:`.frozen`), the model
+and its configuration (:mod:`.model`, :mod:`.config`), the training task (:mod:`.task`) and
+inference (:mod:`.inference`); the method plug-in is ``methods/samir.py``."""

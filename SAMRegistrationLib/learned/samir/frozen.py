@@ -59,3 +59,14 @@ def frozen_on_grid(stack: FeatureStack, projection: FrozenProjection, grid: Grid
     features = sample_tensor(projected, stack.grid, points)[0]
     valid = sample_tensor(stack.valid[None, None].float(), stack.grid, points)[0]
     return features * valid
+
+
+def litemedsam_encoder(canvas: int, run_settings=None):
+    """The slice-wise LiteMedSAM encoder of the frozen features, its stacks cached as for
+    registration (in ``run_settings``' cache folder, on its device, where a run's settings are given)."""
+    from ...encoders.litemedsam import PLUGIN as litemedsam
+    from ...features.slicewise import SliceWiseEncoder
+    from ...settings import Settings
+    shared = {} if run_settings is None else {k: getattr(run_settings, k) for k in ("cache_dir", "device")}
+    settings = Settings(encoder="litemedsam", encoder_params={"canvas": canvas}, **shared)
+    return SliceWiseEncoder("litemedsam", settings, litemedsam.slice_model)

@@ -8,8 +8,10 @@ Decisions the paper leaves open (docs/methods.md, "samir"):
 - the head: two 3^3 convolutions (LeakyReLU) from the frozen channels to ``head_channels``,
   shared by both images;
 - levels: ``levels`` (4: full, 1/2, 1/4, 1/8), the head's features average-pooled per level;
-- each level's block: three 3^3 convolutions on [fixed, moving warped by the coarser field],
-  the last initialised to zero so an untrained level adds nothing;
+- each level's block: three 3^3 convolutions on [fixed, moving warped by the coarser field,
+  their local correlation within ``radius`` voxels], the last initialised to zero so an
+  untrained level adds nothing (without the correlation the network did not learn within
+  200 CPU steps: docs/methods.md);
 - integration: ``steps`` squarings of v / 2^steps (7, as VoxelMorph's default).
 """
 from __future__ import annotations
@@ -43,18 +45,32 @@ class Head(nn.Module):
         return self.layers(x)
 
 
-class LevelBlock(nn.Module):
-    """[fixed, warped moving] features -> a velocity (3 channels), three convolutions."""
+def local_correlation(fixed: torch.Tensor, moving: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cosine similarity of each fixed voxel's features with the moving features at every offset
+    within ``radius`` voxels: (B, (2r+1)^3, D, H, W), offsets in (z, y, x) raster order."""
+    f = F.normalize(fixed, dim=1)
+    m = F.pad(F.normalize(moving, dim=1), [radius] * 6)
+    d, h, w = fixed.shape[-3:]
+    size = 2 * radius + 1
+    return torch.cat([(f * m[:, :, k:k + d, j:j + h, i:i + w]).sum(1, keepdim=True)
+                      for k in range(size) for j in range(size) for i in range(size)], 1)
 
-    def __init__(self, channels: int, width: int) -> None:
+
+class LevelBlock(nn.Module):
+    """[fixed, warped moving, their local correlation] -> a velocity (3 channels), three convolutions."""
+
+    def __init__(self, channels: int, width: int, radius: int = 0) -> None:
         super().__init__()
-        self.layers = nn.Sequential(_block(2 * channels, width), _block(width, width))
+        self.radius = radius
+        extra = (2 * radius + 1) ** 3 if radius > 0 else 0
+        self.layers = nn.Sequential(_block(2 * channels + extra, width), _block(width, width))
         self.out = nn.Conv3d(width, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-        return self.out(self.layers(torch.cat([fixed, moving], 1)))
+        parts = [fixed, moving] + ([local_correlation(fixed, moving, self.radius)] if self.radius > 0 else [])
+        return self.out(self.layers(torch.cat(parts, 1)))
 
 
 class SamirNet(nn.Module):
@@ -64,11 +80,11 @@ class SamirNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, head_channels: int = 16, width: int = 32, levels: int = 4,
-                 steps: int = 7) -> None:
+                 steps: int = 7, radius: int = 0) -> None:
         super().__init__()
         self.levels, self.steps = levels, steps
         self.head = Head(in_channels, head_channels)
-        self.blocks = nn.ModuleList([LevelBlock(head_channels, width) for _ in range(levels)])
+        self.blocks = nn.ModuleList([LevelBlock(head_channels, width, radius) for _ in range(levels)])
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> list[torch.Tensor]:
         f, m = self.head(fixed), self.head(moving)

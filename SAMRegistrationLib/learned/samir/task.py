@@ -20,18 +20,9 @@ import torch
 from ...field_ops import jacobian_det
 from ...metrics import dice_per_label, fold_percent
 from ...grid import Grid
-from .frozen import FrozenProjection, fit_projection, frozen_on_grid
+from .frozen import FrozenProjection, fit_projection, frozen_on_grid, litemedsam_encoder
 from .model import SamirConfig, SamirModel, predict
 from .training import objective
-
-
-def _encoder(canvas: int):
-    """The slice-wise LiteMedSAM encoder of the frozen features (its stacks cached as for registration)."""
-    from ...encoders.litemedsam import PLUGIN as litemedsam
-    from ...features.slicewise import SliceWiseEncoder
-    from ...settings import Settings
-    settings = Settings(encoder="litemedsam", encoder_params={"canvas": canvas})
-    return SliceWiseEncoder("litemedsam", settings, litemedsam.slice_model)
 
 
 class LiteMedSAMFrozen:
@@ -39,7 +30,7 @@ class LiteMedSAMFrozen:
 
     def __init__(self, projection: FrozenProjection, canvas: int) -> None:
         self.projection, self.canvas = projection, canvas
-        self.encoder = _encoder(canvas)
+        self.encoder = litemedsam_encoder(canvas)
         digest = hashlib.sha256(projection.basis.numpy().tobytes() + projection.mean.numpy().tobytes()).hexdigest()
         self.identity = f"litemedsam-frozen:canvas={canvas}:{self.encoder.identity()}:projection={digest[:16]}"
 
@@ -59,8 +50,12 @@ class SamirTask:
 
     def prepare(self, dataset, sampling) -> None:
         """Fit the frozen projection on the LiteMedSAM stacks of every training image."""
+        from ...errors import InputError
+        if sampling.grid_spacing is not None and abs(sampling.grid_spacing - self.config.spacing) > 1e-6:
+            raise InputError(f"samir: the training grid's spacing ({sampling.grid_spacing:g} mm, --grid-spacing) "
+                             f"must equal the model's ({self.config.spacing:g} mm, --spacing)")
         from ...volume import normalise_intensity, read_volume
-        encoder = _encoder(self.config.canvas)
+        encoder = litemedsam_encoder(self.config.canvas)
         spec = dataset.spec
         paths = [v.image for v in spec.volumes] + [p for pair in spec.pairs for p in (pair.fixed, pair.moving)]
         if not paths:
