@@ -36,11 +36,13 @@ def test_method_ids_parse_and_groups_resolve():
     # a warm run brings its cold run along, before it
     warm = resolve_methods(["samreg/pyramid/auto@warm"])            # the default is re-run warm
     assert warm == ["identity", "samreg/pyramid/auto", "samreg/pyramid/auto@warm"]
-    # an encoder name means every method that needs no prompts, with that encoder
-    from SAMRegistrationLib.plugins import method_names, prompt_methods
-    unprompted = sorted(set(method_names()) - prompt_methods())
-    assert "convexadam" in unprompted and "promptreg" not in unprompted
+    # an encoder name means every method that needs no prompts and takes an encoder, with that
+    # encoder; a method on its own features (samir) runs once, under its own encoder's name
+    from SAMRegistrationLib.plugins import method_names, method_plugin, prompt_methods
+    unprompted = sorted(m for m in set(method_names()) - prompt_methods() if not method_plugin(m).own_features)
+    assert "convexadam" in unprompted and "promptreg" not in unprompted and "samir" not in unprompted
     assert resolve_methods(["mind"]) == ["identity", *(f"samreg/{m}/mind" for m in unprompted)]
+    assert "samreg/samir/litemedsam" in all_methods() and "samreg/samir/mind" not in all_methods()
     with pytest.raises(InputError, match="unknown benchmark method 'nosuch'"):
         resolve_methods(["nosuch"])
 
