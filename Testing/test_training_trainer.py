@@ -104,6 +104,19 @@ def test_validation_and_checkpoint_cadence_do_not_change_the_weights(tmp_path):
     assert not all(torch.equal(a[k], _weights(c / "model.pt")[k]) for k in a)
 
 
+def test_gradient_clipping_acts_only_beyond_its_norm(tmp_path):
+    """A clip far above the gradients' norm leaves every weight as without clipping; a tiny one
+    changes the training."""
+    dataset = load_dataset(write_dataset(tmp_path / "data"))
+    task = TinyTask(TinyParams(channels=4))
+    runs = {}
+    for name, clip in (("none", None), ("huge", 1e6), ("tiny", 1e-9)):
+        train(task, dataset, tmp_path / name, _config(steps=4, clip_grad_norm=clip), show_progress=False)
+        runs[name] = _weights(tmp_path / name / "model.pt")
+    assert all(torch.equal(runs["none"][k], runs["huge"][k]) for k in runs["none"])
+    assert not all(torch.equal(runs["none"][k], runs["tiny"][k]) for k in runs["none"])
+
+
 def test_other_settings_or_data_are_refused_and_restart_starts_over(tmp_path):
     path = write_dataset(tmp_path / "data", label_maps=0)
     dataset = load_dataset(path)

@@ -66,6 +66,8 @@ class TrainConfig(SamplingConfig):
                        "with DDP a step sees processes x batch pairs)")
     lr: float = Field(1e-4, gt=0.0, le=10.0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Adam weight decay")
+    clip_grad_norm: Optional[float] = Field(None, gt=0.0, le=1e6, description="scale the gradients down to this "
+                                            "total norm before each step, against divergence (none: no clipping)")
     val_every: int = Field(100, ge=1, le=100_000_000, description="validate every N steps (and at the end)")
     checkpoint_every: int = Field(500, ge=1, le=100_000_000, description="checkpoint every N steps "
                                   "(and at the end)")

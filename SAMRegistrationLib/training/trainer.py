@@ -151,6 +151,8 @@ class _Trainer:
                 entry = sums.setdefault(name, [0.0, 0.0])
                 entry[0] += float(value)
                 entry[1] += 1.0
+        if config.clip_grad_norm is not None:      # the gradients are already averaged across processes
+            torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), config.clip_grad_norm)
         self.optimizer.step()
         merged: dict[str, list[float]] = {}
         for part in gather(context, sums):        # parts may differ by pair kind: mean over those reporting
