@@ -81,7 +81,6 @@ def test_a_missing_or_damaged_model_is_one_line_and_writes_nothing(tmp_path, mod
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    (tmp_path / "damaged.sha256").write_text((model_file.parent / "model.sha256").read_text())
     bad = _cli(tmp_path, "--model", str(damaged), "--model-sha256",
                (model_file.parent / "model.sha256").read_text().split()[0])
     assert bad.returncode == 2, bad.stderr

@@ -54,14 +54,14 @@ def network_grid(working: Grid, spacing: float) -> Grid:
 
 
 def pair_inputs(model: SamirModel, fixed_stack, moving_stack, fixed01: sitk.Image, moving01: sitk.Image,
-                affine: Optional[sitk.Transform], grid: Grid, stack_affine="same") -> PairInputs:
+                affine: Optional[sitk.Transform], grid: Grid, stack_in_fixed_frame: bool = False) -> PairInputs:
     """Frozen features (and intensities, if the model takes them) of both images on ``grid``.
-    The moving image is sampled through ``affine``; its stack too, unless ``stack_affine`` says
-    otherwise (None: a stack of the moving image already resampled into the fixed frame)."""
+    The moving image is sampled through ``affine``; its stack too, unless ``stack_in_fixed_frame``
+    (a stack of the moving image already resampled into the fixed frame through the affine)."""
     from ...resample import image_on_grid
     projection = model.projection()
     fixed = frozen_on_grid(fixed_stack, projection, grid)
-    moving = frozen_on_grid(moving_stack, projection, grid, affine if stack_affine == "same" else stack_affine)
+    moving = frozen_on_grid(moving_stack, projection, grid, None if stack_in_fixed_frame else affine)
     if model.config.intensity:
         fixed = torch.cat([fixed, image_on_grid(fixed01, grid)[0].float()])
         moving = torch.cat([moving, image_on_grid(moving01, grid, affine)[0].float()])
@@ -154,7 +154,7 @@ def register_pair(problem, params, path: Path, sha256: Optional[str]):
 
     def inputs_on(target: Grid) -> PairInputs:
         return pair_inputs(model, fixed_stack, moving_stack, problem.fixed_image, problem.moving_image,
-                           problem.affine, target, stack_affine=None)
+                           problem.affine, target, stack_in_fixed_frame=True)
 
     reporter("optimise", 0.0, "samir network")
     field = network_field(model, inputs_on(grid))
