@@ -114,6 +114,7 @@ class SAMRegistrationParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     fixedSegmentation: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
     movingSegmentation: Optional[Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]]
+    segmentationsAsMasks: bool = False
     fixedPositivePoints: vtkMRMLMarkupsFiducialNode
     fixedNegativePoints: vtkMRMLMarkupsFiducialNode
     movingPositivePoints: vtkMRMLMarkupsFiducialNode
@@ -492,6 +493,7 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.metricsLabel.text = ""
         self._onProgress("start", 0.0, "")
         self.ui.progressBar.show()
+        fixedMasks, movingMasks = widget_helpers.maskSegmentations(parameters)
         try:
             self.logic.register(
                 parameters.fixedVolume, parameters.movingVolume,
@@ -501,6 +503,7 @@ class SAMRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 movingPositivePoints=parameters.movingPositivePoints,
                 movingNegativePoints=parameters.movingNegativePoints, autoPrompts=parameters.autoPrompts,
                 fixedSegmentation=parameters.fixedSegmentation, movingSegmentation=parameters.movingSegmentation,
+                fixedMaskSegmentation=fixedMasks, movingMaskSegmentation=movingMasks,
                 outputDisplacementVolume=parameters.outputDisplacementVolume,
                 outputJacobianVolume=parameters.outputJacobianVolume,
                 keepTemporaryFiles=parameters.keepTemporaryFiles, waitForCompletion=False,

@@ -13,6 +13,7 @@ class with one line.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from .params import ParameterDoc, describe
@@ -58,10 +59,17 @@ def _union(plugins: dict, attribute: str = "Params") -> list[tuple[ParameterDoc,
     """Each parameter of any of ``plugins`` once, with the names of the plug-ins that take it;
     ``attribute`` names the parameter class (a missing TrainParams falls back to Params)."""
     union: dict[str, tuple[ParameterDoc, list[str]]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
     for name, plugin in sorted(plugins.items()):
         for doc in describe(getattr(plugin, attribute, None) or plugin.Params):
             union.setdefault(doc.name, (doc, []))[1].append(name)
-    return list(union.values())
+            defaults.setdefault(doc.name, {})[name] = doc.default
+    out = []
+    for key, (doc, owners) in union.items():
+        if len({repr(v) for v in defaults[key].values()}) > 1:     # the owners' defaults differ: name each
+            doc = replace(doc, default=", ".join(f"{value} for {owner}" for owner, value in defaults[key].items()))
+        out.append((doc, owners))
+    return out
 
 
 def _docs_by_section() -> dict[str, list[tuple[ParameterDoc, Optional[list[str]]]]]:

@@ -229,10 +229,10 @@ def encode_stage(settings: "Settings", loaded: LoadedInputs, alignment: Alignmen
 
 
 def own_features(method: Any) -> Features:
-    """No features for a method that encodes the images itself (``MethodPlugin.own_features``)."""
+    """No features for a method that works on its own inputs (``MethodPlugin.own_features``)."""
     return Features(None, None, {"encoder": method.own_features, "by_method": method.name,
-                                 "note": "encoded by the method itself, on the features its model was trained "
-                                         "on; --encoder is not used"})
+                                 "note": "the method computes its own inputs, those its model was trained on "
+                                         "(see resolved.method); --encoder is not used"})
 
 
 # --------------------------------------------------------------------------- prompts

@@ -90,3 +90,16 @@ def register_images(folder, fixed: sitk.Image, moving: sitk.Image, settings, **i
     out = folder / "out"
     report = register(RegistrationInputs(folder / "fixed.nii.gz", folder / "moving.nrrd", out, **inputs), settings)
     return report, sitk.ReadImage(str(out / "displacement.nrrd"))
+
+
+def register_cli(folder, method: str, *extra: str):
+    """``samreg register`` as a user types it, on the phantom and a copy moved 2 mm along x,
+    written into ``folder``; the output folder is ``folder/out``. Returns the CompletedProcess."""
+    import subprocess
+    import sys
+    fixed = phantom(spacing=(2.0, 2.0, 2.0))
+    sitk.WriteImage(fixed, str(folder / "f.nii.gz"))
+    sitk.WriteImage(translated(fixed, (2.0, 0.0, 0.0)), str(folder / "m.nii.gz"))
+    return subprocess.run([sys.executable, "-m", "SAMRegistrationLib.cli", "register", str(folder / "f.nii.gz"),
+                           str(folder / "m.nii.gz"), "-o", str(folder / "out"), "--method", method, *extra],
+                          capture_output=True, text=True, timeout=300)

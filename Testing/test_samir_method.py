@@ -4,15 +4,13 @@ one line with the checkpoint exit code, and the shipped model's checksum and pro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
-from phantom import interior_mask, phantom, register_images, translated
+from phantom import interior_mask, phantom, register_cli, register_images, translated
 from SAMRegistrationLib.settings import Settings
 
 
@@ -61,13 +59,8 @@ def test_the_network_alone_gives_its_own_field_and_refinement_recovers_a_shift(t
     assert report["metrics"]["fold_percent"] == 0.0
 
 
-def _cli(tmp_path, *extra: str) -> subprocess.CompletedProcess:
-    fixed = phantom(spacing=(2.0, 2.0, 2.0))
-    sitk.WriteImage(fixed, str(tmp_path / "f.nii.gz"))
-    sitk.WriteImage(translated(fixed, (2.0, 0.0, 0.0)), str(tmp_path / "m.nii.gz"))
-    return subprocess.run([sys.executable, "-m", "SAMRegistrationLib.cli", "register", str(tmp_path / "f.nii.gz"),
-                           str(tmp_path / "m.nii.gz"), "-o", str(tmp_path / "out"), "--method", "samir", *extra],
-                          capture_output=True, text=True, timeout=300)
+def _cli(tmp_path, *extra: str):
+    return register_cli(tmp_path, "samir", *extra)
 
 
 def test_a_missing_or_damaged_model_is_one_line_and_writes_nothing(tmp_path, model_file):

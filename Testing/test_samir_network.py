@@ -167,8 +167,8 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
     from SAMRegistrationLib.features.slicewise import encode_stack
     from SAMRegistrationLib.grid import Grid
     from SAMRegistrationLib.learned.samir.frozen import fit_projection
-    from SAMRegistrationLib.learned.samir.inference import (load_model, network_field, network_grid,
-                                                              on_working_grid, pair_inputs, refine)
+    from SAMRegistrationLib.learned.refinement import network_grid, on_working_grid, refine
+    from SAMRegistrationLib.learned.samir.inference import load_model, network_field, pair_inputs
     from SAMRegistrationLib.learned.samir.model import SamirConfig, SamirModel
     from SAMRegistrationLib.volume import normalise_intensity
 
@@ -189,7 +189,7 @@ def test_network_then_refinement_recovers_a_known_shift(tmp_path):
     field = network_field(model, inputs)
     assert float(field.abs().max()) == 0.0
     refined = refine(inputs, field, iterations=80, lambda_reg=0.1, learning_rate=0.2)
-    on_grid = on_working_grid(inputs, refined, grid.with_spacing(4.0))      # world mm, on a coarser grid
+    on_grid = on_working_grid(inputs.grid, refined, grid.with_spacing(4.0))      # world mm, on a coarser grid
     inside = (slice(2, -2), slice(3, -3), slice(3, -3))                     # (z, y, x), away from the border
     mean_x_mm = float(on_grid.data[0, 0][inside].mean())
     assert 2.0 < mean_x_mm < 4.0, mean_x_mm

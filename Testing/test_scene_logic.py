@@ -313,6 +313,40 @@ def test_a_prompted_run_loads_the_regions_of_both_volumes(tmp_path):
     assert len(result.report["resolved"]["auto_prompts"]) == 2
 
 
+
+def test_segmentations_become_the_assisted_methods_masks(tmp_path):
+    """Segmentations given as masks reach ``assisted`` as label files matched by segment name
+    (the report says it used them); for any other method they are refused before a run."""
+    import torch
+    from SAMRegistrationLib.learned.assisted.config import AssistedConfig
+    from SAMRegistrationLib.learned.assisted.model import AssistedModel
+    from SAMRegistrationLib.training.checkpointing import write_model
+    fixed = sitk.SmoothingRecursiveGaussian(phantom(size=(36, 32, 20), spacing=(2.0, 2.0, 2.0)), 1.0)
+    moving = translated(fixed, (3.0, 0.0, 0.0))
+    for name, image in (("fixed", fixed), ("moving", moving)):
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nrrd"))
+        sitk.WriteImage(labels_of(image), str(tmp_path / f"{name}_labels.nrrd"))
+    torch.manual_seed(0)
+    config = AssistedConfig(width=4, levels=2, spacing=2.0)
+    write_model({"kind": "samreg-model", "task": "assisted", "model": AssistedModel(config).state_dict(),
+                 "task_config": config.to_dict(), "data_hash": ""}, tmp_path / "model.pt")
+    scene = slicer.vtkMRMLScene()
+    fixed_node = load_volume(scene, tmp_path / "fixed.nrrd", "fixed")
+    moving_node = load_volume(scene, tmp_path / "moving.nrrd", "moving")
+    fixed_seg = segmentation_from_labels(scene, load_volume(scene, tmp_path / "fixed_labels.nrrd", "fl", True), "f")
+    moving_seg = segmentation_from_labels(scene, load_volume(scene, tmp_path / "moving_labels.nrrd", "ml", True), "m")
+    logic = SceneRegistrationLogic(scene, temporaryRoot=str(tmp_path))
+    with pytest.raises(ValueError, match="assisted method only"):
+        logic.register(fixed_node, moving_node, settings=FAST, fixedMaskSegmentation=fixed_seg,
+                       movingMaskSegmentation=moving_seg)
+    settings = {"encoder": "mind", "method": "assisted", "affine": False,
+                "method_params": {"model": str(tmp_path / "model.pt"), "iterations": 20}}
+    result = logic.register(fixed_node, moving_node, settings=settings, fixedMaskSegmentation=fixed_seg,
+                            movingMaskSegmentation=moving_seg)
+    method = result.report["resolved"]["method"]
+    assert method["masks"] == "files" and method["structures"] == 3, method
+
+
 # ----------------------------------------------------------------------------- cancel and errors
 def test_cancel_mid_run_leaves_no_new_nodes_and_no_temporary_folder(tmp_path):
     scene = slicer.vtkMRMLScene()

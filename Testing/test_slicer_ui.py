@@ -454,3 +454,13 @@ def test_panel_defaults_before_installation_equal_the_engine_defaults():
             assert {k: engine[key][k] for k in value} == value, key
         else:
             assert engine[key] == value, key
+
+
+def test_the_segmentations_become_masks_only_when_asked_and_both_are_chosen():
+    fixed, moving = object(), object()
+    panel = SimpleNamespace(fixedSegmentation=fixed, movingSegmentation=moving, segmentationsAsMasks=False)
+    assert widget_helpers.maskSegmentations(panel) == (None, None)          # scoring only
+    panel.segmentationsAsMasks = True
+    assert widget_helpers.maskSegmentations(panel) == (fixed, moving)
+    panel.movingSegmentation = None
+    assert widget_helpers.maskSegmentations(panel) == (None, None)

@@ -41,10 +41,10 @@ def test_a_method_without_train_is_one_line(tmp_path):
     data = write_dataset(tmp_path, label_maps=0, pairs=0, validation=0, volumes=1)
     message = assert_user_error(samreg("train", "convexadam", "--data", data, "-o", tmp_path / "run"),
                                 "convexadam", "cannot be trained")
-    assert "trainable methods: samir" in message
+    assert "trainable methods: assisted, samir" in message
     message = assert_user_error(_with_tiny("train", "convexadam", "--data", data, "-o", tmp_path / "run"),
                                 "cannot be trained")
-    assert "trainable methods: samir, tiny-net" in message
+    assert "trainable methods: assisted, samir, tiny-net" in message
 
 
 def test_a_bad_dataset_or_setting_is_one_line(tmp_path):

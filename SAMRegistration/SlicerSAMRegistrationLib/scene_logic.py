@@ -127,6 +127,7 @@ class SceneRegistrationLogic:
                  fixedPositivePoints=None, fixedNegativePoints=None,
                  movingPositivePoints=None, movingNegativePoints=None, autoPrompts: int = 0,
                  fixedSegmentation=None, movingSegmentation=None,
+                 fixedMaskSegmentation=None, movingMaskSegmentation=None,
                  outputDisplacementVolume=None, outputJacobianVolume=None,
                  keepTemporaryFiles: bool = False, waitForCompletion: bool = True,
                  progressCallback: Optional[ProgressCallback] = None,
@@ -140,6 +141,8 @@ class SceneRegistrationLogic:
         become prompts; ``autoPrompts`` > 0 adds that many automatically sampled clicks in the
         moving volume. ``fixedSegmentation``/``movingSegmentation`` (segmentations, matched by
         segment name, or label map volumes) are used to score the result.
+        ``fixedMaskSegmentation``/``movingMaskSegmentation`` (the same kinds; may be the scoring
+        ones) are the ``assisted`` method's masks: each structure in both is one mask pair.
 
         With ``waitForCompletion`` (the default, for the Python console and batch scripts) the
         call returns the :class:`RegistrationResult` or raises :class:`RegistrationError`
@@ -155,7 +158,7 @@ class SceneRegistrationLogic:
         inputs = dict(fixed=fixedVolume, moving=movingVolume, outputTransform=outputTransform,
                       outputVolume=outputVolume, fixedSegmentation=fixedSegmentation,
                       movingSegmentation=movingSegmentation, displacement=outputDisplacementVolume,
-                      jacobian=outputJacobianVolume)
+                      jacobian=outputJacobianVolume, fixedMask=fixedMaskSegmentation, movingMask=movingMaskSegmentation)
         self._checkInputs(inputs, settings or {})
         prompts = promptSet(fixedVolume, movingVolume, fixedPositivePoints, fixedNegativePoints,
                             movingPositivePoints, movingNegativePoints)
@@ -230,15 +233,19 @@ class SceneRegistrationLogic:
         nodes.checkVolume(inputs["moving"], "moving")
         if inputs["fixed"] is inputs["moving"]:
             raise ValueError("the fixed and moving volumes are the same node; choose two different volumes")
-        fixedSeg, movingSeg = inputs["fixedSegmentation"], inputs["movingSegmentation"]
-        if (fixedSeg is None) != (movingSeg is None):
-            raise ValueError("scoring needs both a fixed and a moving segmentation (or neither)")
-        if fixedSeg is not None:
-            kinds = {type(n) for n in (fixedSeg, movingSeg)}
-            if not (all(isinstance(n, vtkMRMLSegmentationNode) for n in (fixedSeg, movingSeg))
-                    or all(isinstance(n, vtkMRMLLabelMapVolumeNode) for n in (fixedSeg, movingSeg))):
-                raise ValueError("give both scoring inputs as segmentations or both as label map volumes "
-                                 f"(got {', '.join(sorted(k.__name__ for k in kinds))})")
+        for purpose, fixedSeg, movingSeg in (("scoring", inputs["fixedSegmentation"], inputs["movingSegmentation"]),
+                                             ("masks", inputs["fixedMask"], inputs["movingMask"])):
+            if (fixedSeg is None) != (movingSeg is None):
+                raise ValueError(f"{purpose} needs both a fixed and a moving segmentation (or neither)")
+            if fixedSeg is not None:
+                kinds = {type(n) for n in (fixedSeg, movingSeg)}
+                if not (all(isinstance(n, vtkMRMLSegmentationNode) for n in (fixedSeg, movingSeg))
+                        or all(isinstance(n, vtkMRMLLabelMapVolumeNode) for n in (fixedSeg, movingSeg))):
+                    raise ValueError(f"give both {purpose} inputs as segmentations or both as label map volumes "
+                                     f"(got {', '.join(sorted(k.__name__ for k in kinds))})")
+        if inputs["fixedMask"] is not None and settings.get("method") != "assisted":
+            raise ValueError("mask segmentations guide the assisted method only "
+                             f"(the method is {settings.get('method') or 'the default'})")
         for role in ("outputVolume", "displacement", "jacobian"):
             node = inputs[role]
             if node is not None and node in (inputs["fixed"], inputs["moving"]):
@@ -255,19 +262,16 @@ class SceneRegistrationLogic:
         job: dict[str, Any] = {"fixed": nodes.writeVolume(inputs["fixed"], os.path.join(tempDir, "fixed.nrrd")),
                                "moving": nodes.writeVolume(inputs["moving"], os.path.join(tempDir, "moving.nrrd")),
                                "output_dir": os.path.join(tempDir, "out"), "settings": settings}
-        fixedSeg, movingSeg = inputs["fixedSegmentation"], inputs["movingSegmentation"]
-        if fixedSeg is not None:
-            names = None
-            if isinstance(fixedSeg, vtkMRMLSegmentationNode):
-                names = nodes.commonSegmentNames(fixedSeg, movingSeg)
-                if not names:
-                    raise ValueError(f"the segmentations {fixedSeg.GetName()!r} and {movingSeg.GetName()!r} "
-                                     "share no segment name to score")
-                job["labels"] = list(range(1, len(names) + 1))
-            job["fixed_seg"] = nodes.writeLabels(self.scene, fixedSeg, inputs["fixed"],
-                                                 os.path.join(tempDir, "fixed_seg.nrrd"), names)
-            job["moving_seg"] = nodes.writeLabels(self.scene, movingSeg, inputs["moving"],
-                                                  os.path.join(tempDir, "moving_seg.nrrd"), names)
+        if inputs["fixedSegmentation"] is not None:
+            job["fixed_seg"], job["moving_seg"], labels = self._writeLabelPair(
+                tempDir, inputs, inputs["fixedSegmentation"], inputs["movingSegmentation"], "seg", "score")
+            if labels:
+                job["labels"] = labels
+        if inputs["fixedMask"] is not None:
+            fixedMask, movingMask, _ = self._writeLabelPair(tempDir, inputs, inputs["fixedMask"], inputs["movingMask"],
+                                                            "mask", "use as masks")
+            methodParams = {**settings.get("method_params", {}), "fixed_mask": fixedMask, "moving_mask": movingMask}
+            job["settings"] = {**settings, "method_params": methodParams}
         if prompts is not None:
             job["prompts"] = prompts
         if autoPrompts > 0:
@@ -276,6 +280,23 @@ class SceneRegistrationLogic:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(job, handle, indent=1)
         return path
+
+    def _writeLabelPair(self, tempDir: str, inputs: dict, fixedSeg, movingSeg, stem: str,
+                        purpose: str) -> tuple[str, str, Optional[list[int]]]:
+        """Both segmentations as label files on their volumes' grids: segmentations share label
+        values by segment name (label i + 1 = the i-th name in both); label maps as they are.
+        Returns the two paths and, for segmentations, the label values."""
+        names = None
+        if isinstance(fixedSeg, vtkMRMLSegmentationNode):
+            names = nodes.commonSegmentNames(fixedSeg, movingSeg)
+            if not names:
+                raise ValueError(f"the segmentations {fixedSeg.GetName()!r} and {movingSeg.GetName()!r} "
+                                 f"share no segment name to {purpose}")
+        fixedPath = nodes.writeLabels(self.scene, fixedSeg, inputs["fixed"], os.path.join(tempDir, f"fixed_{stem}.nrrd"),
+                                      names)
+        movingPath = nodes.writeLabels(self.scene, movingSeg, inputs["moving"],
+                                       os.path.join(tempDir, f"moving_{stem}.nrrd"), names)
+        return fixedPath, movingPath, (list(range(1, len(names) + 1)) if names else None)
 
     # ------------------------------------------------------------------ worker events
     @staticmethod

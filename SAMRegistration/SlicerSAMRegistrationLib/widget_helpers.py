@@ -300,3 +300,12 @@ def formatRegions(report: Optional[Mapping[str, Any]]) -> str:
             shown = f"{before:.3f} \u2192 {after:.3f}" if before is not None else f"{after:.3f}"
             lines.append(f"  {name}: region Dice {shown}")
     return "\n".join(lines)
+
+
+def maskSegmentations(parameters) -> tuple[Any, Any]:
+    """(fixed, moving) segmentations to give the ``assisted`` method as masks: the panel's
+    segmentations when its box is ticked and both are chosen, else (None, None): scoring only."""
+    fixed, moving = getattr(parameters, "fixedSegmentation", None), getattr(parameters, "movingSegmentation", None)
+    if not getattr(parameters, "segmentationsAsMasks", False) or fixed is None or moving is None:
+        return None, None
+    return fixed, moving

@@ -15,37 +15,21 @@ in the package (:data:`SHIPPED_MODEL`, SHA-256 checked; see docs/methods.md for 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from ..learned.samir.config import SamirConfig
-from ..params import Parameters
+from ..learned.params import LearnedParams, model_file
 from ..plugins import MethodPlugin
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "learned" / "samir" / "shipped" / "samir-shared.pt"
 SHIPPED_SHA256 = "012b107a45c1d8c7cb89c32414cfad0a4517825ecb4164ec1fe6d9ffd9c744cf"
 
 
-class SamirParams(Parameters):
+class SamirParams(LearnedParams):
     """Inference settings of ``samir`` (the architecture travels with the model file)."""
-    model_config = ConfigDict(strict=True)
 
-    model: Optional[str] = Field(None, description="model.pt from 'samreg train samir' (none: the shipped model)")
-    model_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected SHA-256 of "
-                                        "the model file (none: the shipped model's own, or model.sha256 beside "
-                                        "a model given)")
-    iterations: int = Field(60, ge=0, le=100000, description="instance-optimisation iterations on the pair "
-                                                             "(0: the network's field alone)")
-    refine_spacing: float = Field(2.0, gt=0.0, le=10.0, description="grid spacing of the instance "
-                                                                   "optimisation, mm (never finer than the working grid)")
-    refine_mind: bool = Field(True, description="refine on MIND-SSC descriptors too, beside the frozen features "
-                                                "and intensities")
     frozen_weight: float = Field(0.5, ge=0.0, le=100.0, description="with refine_mind: weight of the frozen "
                                  "features and intensity against MIND-SSC in the refinement")
-    lambda_reg: float = Field(0.3, ge=0.0, le=100.0, description="diffusion regularisation of the refinement")
-    learning_rate: float = Field(1.0, gt=0.0, le=100.0, description="Adam learning rate of the refinement")
-    repair_folds: bool = Field(True, description="locally smooth away any det J <= 0 after refining")
 
 
 def _train(config):
@@ -53,22 +37,15 @@ def _train(config):
     return SamirTask(config)
 
 
-def model_file(params: SamirParams) -> tuple[Path, Optional[str]]:
-    """The model file to use and the SHA-256 it must have (None: its model.sha256)."""
-    if params.model:
-        return Path(params.model).expanduser(), params.model_sha256
-    return SHIPPED_MODEL, params.model_sha256 or SHIPPED_SHA256
-
-
 def preflight(params: SamirParams) -> None:
     """A missing, damaged or foreign model file stops the run before any work."""
     from ..learned.samir.inference import load_model
-    load_model(*model_file(params))
+    load_model(*model_file(params, SHIPPED_MODEL, SHIPPED_SHA256))
 
 
 def run(problem, params: SamirParams):
     from ..learned.samir.inference import register_pair
-    return register_pair(problem, params, *model_file(params))
+    return register_pair(problem, params, *model_file(params, SHIPPED_MODEL, SHIPPED_SHA256))
 
 
 PLUGIN = MethodPlugin(

@@ -13,7 +13,7 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -115,6 +115,22 @@ def read_model(path: Path, sha256: Optional[str] = None, task: Optional[str] = N
         raise CheckpointError(f"model file {path} was trained by {state.get('task')!r}, not {task!r}")
     return state
 
+
+
+def load_trained_model(path: Path, sha256: Optional[str], task: str, build: Callable[[dict], Any]):
+    """The model of a ``samreg train TASK`` model file, ready for inference: ``build(task_config)``
+    makes the module, the saved weights are loaded strictly, and it is put in eval mode. A
+    missing file, a wrong SHA-256, another task's model or one of another shape is a
+    :class:`CheckpointError` naming the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{task} model not found: {path}")
+    saved = read_model(Path(path), sha256, task=task)
+    try:
+        model = build(saved["task_config"])
+        model.load_state_dict(saved["model"], strict=True)
+    except Exception as exc:  # a model file of another shape or version
+        raise CheckpointError(f"{path} is not a usable {task} model ({exc.__class__.__name__}: {str(exc)[:120]}).") from exc
+    return model.eval()
 
 #: files of a run folder that ``--restart`` removes (nothing else is touched)
 RUN_FILES = ("model.pt", "model.sha256", "metrics.csv", "curves.png", "train.log")

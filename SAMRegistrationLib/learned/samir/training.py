@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from ...field_ops import warp
 from .losses import diffusion_loss, dice_loss, hfc_loss, local_ncc_loss, mind_ssd_loss
