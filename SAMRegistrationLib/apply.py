@@ -123,6 +123,11 @@ def apply(field_path: Path, inputs: list[Path], output_dir: Path, space: Space =
     from .volume import read_volume
     field = read_field(field_path)
     output_dir = Path(output_dir)
+    names = [Path(path).name for path in inputs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"inputs share the file name {repeated[0]}; their outputs would overwrite each other "
+                         "in the output folder (apply them in separate runs)")
     for path in inputs:
         if not Path(path).is_file():
             raise InputError(f"input not found: {path}")

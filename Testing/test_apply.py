@@ -106,6 +106,11 @@ def test_bad_inputs_are_one_line_and_inputs_are_never_overwritten(case, tmp_path
         apply(tmp_path, [folder / "moving.nii.gz"], tmp_path / "out")
     with pytest.raises(InputError, match="would overwrite the input"):
         apply(folder, [folder / "moving.nii.gz"], folder)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "points.csv").write_text((folder / "points.csv").read_text())
+    with pytest.raises(InputError, match="share the file name points.csv"):
+        apply(folder, [folder / "points.csv", tmp_path / "other" / "points.csv"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     result = samreg("apply", folder, tmp_path / "missing.nii.gz", "-o", tmp_path / "out")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "input not found" in lines[0], lines
