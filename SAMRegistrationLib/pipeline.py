@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import psutil
+import SimpleITK as sitk
 import torch
 
 from .device import resolve_device
@@ -113,7 +114,10 @@ def register(inputs: RegistrationInputs, settings: Settings,
     timer = _Timer()
     device = resolve_device(settings.device)
     if settings.threads:
+        # ITK's threads too: its metric sums (affine stage) depend on how the work is split, so
+        # the same --threads gives the same outputs in a shell, a batch worker or Slicer
         torch.set_num_threads(int(settings.threads))
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(settings.threads))
     encoder_plugin(settings.encoder)              # unknown names fail before any work
     method = method_plugin(settings.method)
     if method.preflight is not None:              # e.g. a model file that is missing or damaged

@@ -22,18 +22,24 @@ class NodeIOError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- checks
+def checkImageData(node, described: str):
+    """The volume node's image data, or a clear ValueError when it has none or several components."""
+    image = node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise ValueError(f"{described} {node.GetName()!r} has no image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"{described} {node.GetName()!r} has {image.GetNumberOfScalarComponents()} "
+                         "components; a single-component (scalar) volume is needed")
+    return image
+
+
 def checkVolume(node, role: str) -> None:
     """Clear ValueErrors for what the worker would reject later and less clearly."""
     if node is None:
         raise ValueError(f"no {role} volume selected")
     if not isinstance(node, vtkMRMLScalarVolumeNode) or isinstance(node, vtkMRMLLabelMapVolumeNode):
         raise ValueError(f"the {role} volume {node.GetName()!r} must be a scalar volume, not {node.GetClassName()}")
-    image = node.GetImageData()
-    if image is None or image.GetNumberOfPoints() == 0:
-        raise ValueError(f"the {role} volume {node.GetName()!r} has no image data")
-    if image.GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"the {role} volume {node.GetName()!r} has {image.GetNumberOfScalarComponents()} "
-                         "components; a single-component (scalar) volume is needed")
+    image = checkImageData(node, f"the {role} volume")
     dims = image.GetDimensions()
     if sum(d > 1 for d in dims) < 3:
         raise ValueError(f"the {role} volume {node.GetName()!r} is not 3D (dimensions {dims})")

@@ -24,6 +24,7 @@ from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTr
 from . import nodes
 from .process import ProcessRunner, insideSlicerApplication, makeRunner, workerEnvironment
 from .prompts import promptSet
+from .transform_tools import TransformToolsMixin
 
 ProgressCallback = Callable[[str, float, str], None]     # (stage, overall fraction 0..1, message)
 LogCallback = Callable[[str], None]
@@ -105,8 +106,9 @@ class _Run:
     error: Optional[str] = None
 
 
-class SceneRegistrationLogic:
-    """Registers two volume nodes of ``scene`` with the SAMRegistration engine."""
+class SceneRegistrationLogic(TransformToolsMixin):
+    """Registers two volume nodes of ``scene`` with the SAMRegistration engine; applies or
+    inverts an existing registration's field (``applyDisplacement``, ``invertDisplacement``)."""
 
     def __init__(self, scene=None, runnerFactory: Optional[Callable[[], ProcessRunner]] = None,
                  pythonExecutable: Optional[str] = None, temporaryRoot: Optional[str] = None) -> None:

@@ -15,6 +15,7 @@ so the same optimiser settings suit every encoder.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..grid import Grid
+from ..io_atomic import atomic_path, file_lock
 from ..resample import sample_tensor, transform_points
 from ..volume import content_hash
 
@@ -225,25 +227,35 @@ def _cache_dir(settings) -> Path:
 
 def cached_stack(image01: sitk.Image, encoder_name: str, encoder_identity: str, axis: int, step: int,
                  settings, make) -> tuple[FeatureStack, bool]:
-    """Load the stack from the feature cache, or ``make()`` it and store it. Returns (stack, hit)."""
+    """Load the stack from the feature cache, or ``make()`` it and store it. Returns (stack, hit).
+
+    Concurrent runs (``samreg batch`` workers, two Slicer sessions) share the cache: an entry's
+    lock makes the second run wait for the first one's encoding and read it, so a volume every
+    pair shares (an atlas) is encoded once; entries appear by atomic rename, never torn.
+    """
+    if not settings.use_cache:
+        return make(), False
     key = hashlib.sha256("|".join([content_hash(image01), encoder_name, encoder_identity, str(axis),
                                    str(step), str(STACK_FORMAT)]).encode()).hexdigest()[:40]
     path = _cache_dir(settings) / f"{encoder_name}-{key}.pt"
-    if settings.use_cache and path.is_file():
+    with contextlib.ExitStack() as held:
         try:
-            return FeatureStack.from_dict(torch.load(path, map_location="cpu", weights_only=True)), True
-        except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
-            log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
-    stack = make()
-    if settings.use_cache:
+            held.enter_context(file_lock(path.with_name(f".{path.stem}.lock")))
+        except OSError as exc:      # a read-only or full cache folder: encode without it
+            log.warning("could not use the feature cache %s (%s)", path.parent, exc)
+            return make(), False
+        if path.is_file():
+            try:
+                return FeatureStack.from_dict(torch.load(path, map_location="cpu", weights_only=True)), True
+            except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
+                log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+        stack = make()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-            torch.save(stack.to_dict(), tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                torch.save(stack.to_dict(), tmp)
         except OSError as exc:
             log.warning("could not write the feature cache %s (%s)", path, exc)
-    return stack, False
+        return stack, False
 
 
 # --------------------------------------------------------------------------- joint PCA
