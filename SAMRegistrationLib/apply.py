@@ -89,14 +89,14 @@ def warp_image(field: DisplacementField, image: sitk.Image, space: Space, interp
 
 def write_points(points: np.ndarray, source: Path, target: Path) -> None:
     """``points`` (LPS mm) written in the format of ``source``, into ``target``."""
-    from .landmarks import read_text
+    from .landmarks import markup_units, read_text
     text = read_text(source)
     if source.name.lower().endswith(".json"):
         doc = json.loads(text)
         index = 0
         for markup in doc.get("markups", [])[:1]:
             ras = str(markup.get("coordinateSystem", "LPS")).upper() == "RAS"
-            scale = 1e3 if markup.get("coordinateUnits", "mm") in ("um", ["um"]) else 1.0
+            scale = 1e3 if markup_units(markup) == "um" else 1.0
             for cp in markup.get("controlPoints") or []:
                 if cp.get("position") is None or cp.get("positionStatus") in ("undefined", "missing"):
                     continue

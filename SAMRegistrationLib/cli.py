@@ -60,9 +60,17 @@ class StageBars:
 
 
 # ----------------------------------------------------------------------------- argument parsing
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one ``samreg: error:`` line too (exit 2), not a usage screen."""
+
+    def error(self, message: str):
+        print(f"samreg: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_USER)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``samreg`` (no heavy imports)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="samreg", description="Deformable registration of 3D medical images with "
         "Segment-Anything-family features.")
     parser.add_argument("--version", action="version", version=f"samreg {package_version()}")

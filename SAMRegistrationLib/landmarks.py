@@ -65,8 +65,8 @@ def _read_elastix(path: Path, lines: list[tuple[int, str]],
         if reference is None:
             raise InputError(f"Landmark file {path} holds voxel indices; a reference image is "
                              "needed to convert them to physical points.")
-        pts = np.array([reference.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p))
-                        for p in pts], dtype=np.float64)
+        pts = _to_array([reference.TransformContinuousIndexToPhysicalPoint(tuple(float(c) for c in p))
+                         for p in pts], path)     # a huge index may overflow
     return pts
 
 
@@ -95,9 +95,19 @@ def parse_json(path: Path, text: str, noun: str = "Landmark file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{noun} {path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    except RecursionError:
+        raise InputError(f"{noun} {path} is not usable JSON (nested too deeply).") from None
+    except ValueError as exc:   # e.g. an integer of more than 4300 digits
+        raise InputError(f"{noun} {path} is not usable JSON ({' '.join(str(exc).split())}).") from None
 
 
 _UNIT_MM = {"mm": 1.0, "um": 1e-3}
+
+
+def markup_units(markup: dict) -> Any:
+    """A markup's ``coordinateUnits`` (default mm), the first item of a DICOM code triple."""
+    units = markup.get("coordinateUnits", "mm")
+    return units[0] if isinstance(units, list) and units else units
 
 
 def markup_control_points(path: Path, doc: Any, noun: str = "Landmark file",
@@ -125,9 +135,8 @@ def markup_control_points(path: Path, doc: Any, noun: str = "Landmark file",
         if system not in ("LPS", "RAS"):
             raise InputError(f"{noun} {path} uses unsupported coordinateSystem {system!r} "
                              "(expected LPS or RAS).")
-        units = markup.get("coordinateUnits", "mm")
-        units = units[0] if isinstance(units, list) and units else units   # DICOM code triple
-        if units not in _UNIT_MM:
+        units = markup_units(markup)
+        if not isinstance(units, str) or units not in _UNIT_MM:
             raise InputError(f"{noun} {path} uses unsupported coordinateUnits {units!r} (expected mm or um).")
         scale = _UNIT_MM[units] * (np.array([-1.0, -1.0, 1.0]) if system == "RAS" else np.ones(3))
         control_points = markup.get("controlPoints") or []
@@ -145,7 +154,7 @@ def markup_control_points(path: Path, doc: Any, noun: str = "Landmark file",
                     raise InputError(f"{noun} {path} control point {number} position must have 3 values.")
                 try:
                     position = np.array([float(v) for v in pos], dtype=np.float64)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     raise InputError(f"{noun} {path} control point {number} has a non-numeric position.") from None
                 if not np.all(np.isfinite(position)):
                     raise InputError(f"{noun} {path} control point {number} has a non-finite position.")

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from .device import resolve_device
+from .input_checks import check_output_dir
 from .ownership import OutputLedger
 from .plugins import encoder_plugin, method_plugin
 from .progress import ProgressFn, Reporter
@@ -118,6 +119,7 @@ def register(inputs: RegistrationInputs, settings: Settings,
         # the same --threads gives the same outputs in a shell, a batch worker or Slicer
         torch.set_num_threads(int(settings.threads))
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(settings.threads))
+    check_output_dir(inputs.output_dir)          # as the worker and Slicer reach here directly
     encoder_plugin(settings.encoder)              # unknown names fail before any work
     method = method_plugin(settings.method)
     if method.preflight is not None:              # e.g. a model file that is missing or damaged

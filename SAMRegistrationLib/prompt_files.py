@@ -52,7 +52,7 @@ def _xyz(values: Sequence[Any], path: Path, where: str, system: str = "LPS") -> 
         raise InputError(f"{NOUN} {path} {where}: a position must be three numbers x, y, z, got {values!r}.")
     try:
         xyz = [float(v) for v in values if not isinstance(v, bool)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         xyz = []
     if len(xyz) != 3:
         raise InputError(f"{NOUN} {path} {where}: non-numeric coordinate in {list(values)!r}.")
@@ -105,7 +105,7 @@ def _from_json(path: Path, doc: Any, positive: bool) -> list[dict]:
     if isinstance(doc, dict):
         unknown = sorted(set(doc) - {"points", "coordinate_system"})
         if unknown or "points" not in doc:
-            extra = f"; unknown key(s): {', '.join(unknown)}" if unknown else ""
+            extra = f"; unknown key(s): {', '.join(map(repr, unknown))}" if unknown else ""
             raise InputError(f"{NOUN} {path} must hold a list of points or an object with 'points' "
                              f"(and optionally 'coordinate_system'){extra}.")
         system = _system(doc.get("coordinate_system", "LPS"), path)
@@ -118,7 +118,7 @@ def _from_json(path: Path, doc: Any, positive: bool) -> list[dict]:
         if isinstance(item, dict):
             unknown = sorted(set(item) - {"position", "positive", "label"})
             if unknown:
-                raise InputError(f"{NOUN} {path} {where} has unknown field(s) {', '.join(unknown)} "
+                raise InputError(f"{NOUN} {path} {where} has unknown field(s) {', '.join(map(repr, unknown))} "
                                  "(expected position, label, positive).")
             if "position" not in item:
                 raise InputError(f"{NOUN} {path} {where} has no 'position'.")
@@ -139,8 +139,8 @@ def _rows(text: str) -> list[tuple[int, list[str]]]:
     delimiter = next((d for d in (",", ";", "\t") if d in first), None)
     if delimiter is None:
         return [(no, ln.split()) for no, ln in lines]
-    return [(no, [f.strip() for f in fields])
-            for (no, _), fields in zip(lines, csv.reader([ln for _, ln in lines], delimiter=delimiter))]
+    # each line on its own: an unclosed quote must not swallow the lines after it
+    return [(no, [f.strip() for f in next(csv.reader([ln], delimiter=delimiter), [])]) for no, ln in lines]
 
 
 def _is_number(text: str) -> bool:

@@ -30,7 +30,9 @@ def _point(value: Any, where: str) -> dict:
     try:
         xyz = [float(c) for c in position]
     except (TypeError, ValueError):
-        raise InputError(f"{where}: 'position' must be three numbers (LPS mm), got {position!r}") from None
+        raise InputError(f"{where}: 'position' must be three numbers (LPS mm), got {position!r}"[:300]) from None
+    except OverflowError:
+        raise InputError(f"{where}: 'position' holds a number too large for a coordinate") from None
     if not all(math.isfinite(c) for c in xyz):
         raise InputError(f"{where}: 'position' is not finite: {position!r}")
     positive = value.get("positive", True)

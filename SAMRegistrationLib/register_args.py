@@ -79,16 +79,21 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
 def prepare_register(args: argparse.Namespace):
     """(RegistrationInputs, Settings) of parsed register options, after the cheap checks (files
     exist, labels and prompt files parse, names known); raises :class:`InputError` otherwise."""
-    check_input_files(fixed=args.fixed, moving=args.moving,
-                      **{name: getattr(args, name) for name in PAIR_FILE_OPTIONS})
+    from .input_checks import check_image_path, check_output_dir   # numpy: not at `samreg --help`
+    check_image_path(args.fixed, "fixed")
+    check_image_path(args.moving, "moving")
+    check_input_files(**{name: getattr(args, name) for name in PAIR_FILE_OPTIONS})
     labels = parse_labels(args.labels)
     from .prompt_files import load_prompt_files
     prompts = load_prompt_files(fixed=args.fixed_prompts, fixed_negative=args.fixed_negative_prompts,
                                 moving=args.moving_prompts, moving_negative=args.moving_negative_prompts)
     if args.checkpoint:
-        check_input_files(checkpoint=Path(args.checkpoint).expanduser())
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"output path exists and is not a folder: {args.output_dir}")
+        try:
+            checkpoint = Path(args.checkpoint).expanduser()
+        except RuntimeError:        # '~name' of an unknown user
+            raise InputError(f"--checkpoint: cannot find the home folder in {args.checkpoint!r}") from None
+        check_input_files(checkpoint=checkpoint)
+    check_output_dir(args.output_dir)
     validate_names(args.encoder, args.method)
 
     from .pipeline import RegistrationInputs

@@ -35,7 +35,8 @@ from .plugins import encoder_plugin
 from .problem import Problem
 from .progress import Reporter
 from .report_schema import Inputs, Metrics, Report, Resolved, Timings
-from .volume import check_values, foreground_mask, normalise_intensity, physical_overlap, read_volume
+from .input_checks import check_label_map, check_labels_present, check_overlap, check_points_inside
+from .volume import check_values, foreground_mask, normalise_intensity, read_volume
 
 if TYPE_CHECKING:
     from .pipeline import RegistrationInputs
@@ -105,9 +106,7 @@ def load_stage(inputs: "RegistrationInputs", settings: "Settings", reporter: Rep
     check_values(fixed, "fixed image", inputs.fixed)
     moving = read_volume(inputs.moving, "moving image")
     check_values(moving, "moving image", inputs.moving)
-    if physical_overlap(fixed, moving) <= 0.0:
-        raise InputError(f"the fixed and moving images do not overlap in physical space "
-                         f"(fixed {inputs.fixed}, moving {inputs.moving}); check their origins and directions")
+    check_overlap(fixed, moving, inputs.fixed, inputs.moving)
     if inputs.prompts:
         check_prompts(inputs.prompts, fixed, moving)
     fixed_seg, moving_seg = _read_segmentations(inputs, fixed)
@@ -118,6 +117,8 @@ def load_stage(inputs: "RegistrationInputs", settings: "Settings", reporter: Rep
         fixed_points = read_points(inputs.fixed_landmarks, fixed)
         moving_points = read_points(inputs.moving_landmarks, moving)
         check_pairs(fixed_points, moving_points)
+        check_points_inside(np.asarray(fixed_points, float), fixed, "fixed landmarks", inputs.fixed_landmarks)
+        check_points_inside(np.asarray(moving_points, float), moving, "moving landmarks", inputs.moving_landmarks)
     fixed01, fixed_modality = normalise_intensity(fixed, settings.fixed_modality)
     moving01, moving_modality = normalise_intensity(moving, settings.moving_modality)
     reporter("load", 1.0, f"fixed {fixed_modality.upper()} {fixed.GetSize()}, "
@@ -128,18 +129,17 @@ def load_stage(inputs: "RegistrationInputs", settings: "Settings", reporter: Rep
 
 def _read_segmentations(inputs: "RegistrationInputs",
                         fixed: sitk.Image) -> tuple[Optional[sitk.Image], Optional[sitk.Image]]:
-    """Both label maps or neither; the fixed one must have the fixed image's size."""
+    """Both label maps or neither; the fixed one on the fixed image's grid (Dice is counted
+    there), the moving one on any grid (it is resampled in physical space); whole labels >= 0."""
     if not (inputs.fixed_seg or inputs.moving_seg):
         return None, None
     if not (inputs.fixed_seg and inputs.moving_seg):
         raise InputError("scoring needs both --fixed-seg and --moving-seg")
-    fixed_seg = read_volume(inputs.fixed_seg, "fixed segmentation", sitk.sitkInt32)
-    moving_seg = read_volume(inputs.moving_seg, "moving segmentation", sitk.sitkInt32)
-    if fixed_seg.GetSize() != fixed.GetSize():
-        raise InputError(f"fixed segmentation {inputs.fixed_seg} has size {fixed_seg.GetSize()}, "
-                         f"but the fixed image has {fixed.GetSize()}")
-    if np.allclose(fixed_seg.GetSpacing(), fixed.GetSpacing(), atol=1e-3):
-        fixed_seg.CopyInformation(fixed)   # tolerate header rounding between image and labels
+    fixed_seg = read_volume(inputs.fixed_seg, "fixed segmentation", sitk.sitkFloat64)
+    moving_seg = read_volume(inputs.moving_seg, "moving segmentation", sitk.sitkFloat64)
+    fixed_seg = check_label_map(fixed_seg, "fixed segmentation", inputs.fixed_seg, fixed, "fixed image")
+    moving_seg = check_label_map(moving_seg, "moving segmentation", inputs.moving_seg)
+    check_labels_present(inputs.labels, fixed_seg, moving_seg, inputs.fixed_seg, inputs.moving_seg)
     return fixed_seg, moving_seg
 
 

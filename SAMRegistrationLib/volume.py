@@ -6,13 +6,17 @@ geometry. Nothing here writes to or modifies an input file.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, ResourceError
+from .input_checks import check_geometry, check_nifti, check_readable_size
 
 sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
@@ -28,22 +32,47 @@ def read_volume(path: str | Path, role: str = "image", pixel_type: int = sitk.si
         raise InputError(f"{role} not found: {path}")
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            names = reader.GetGDCMSeriesFileNames(str(path))
-            if not names:
-                raise InputError(f"{role} folder {path} holds no DICOM series")
-            reader.SetFileNames(names)
-            image = reader.Execute()
+            from .dicom_series import read_dicom_folder
+            image = read_dicom_folder(path, role)
         else:
-            image = sitk.ReadImage(str(path))
-    except InputError:
+            check_file_header(path, role)
+            with native_stderr_silenced():
+                image = sitk.ReadImage(str(path))
+    except (InputError, ResourceError):
         raise
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "Unable" in line), first[-1] if first else "")
         raise InputError(f"cannot read {role} {path}: not a readable image ({detail.strip()[:160]})") from None
     image = _as_3d_scalar(image, role, path)
+    check_geometry(image, role, path)
     return sitk.Cast(image, pixel_type)
+
+
+def check_file_header(path: Path, role: str) -> None:
+    """What can be told from the header alone: NIfTI sanity, and whether the voxels fit in memory."""
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        check_nifti(path, role)
+    check_readable_size(path, role)
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Keep ITK's own C++ messages (MetaIO, GDCM print straight to file descriptor 2) out of the
+    terminal: the error they lead to is reported as one line of ours instead."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _as_3d_scalar(image: sitk.Image, role: str, path: Path) -> sitk.Image:
@@ -119,16 +148,6 @@ def content_hash(image: sitk.Image) -> str:
 def foreground_mask(image01: sitk.Image, threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray:
     """Voxels above a small threshold of a [0, 1]-normalised image, (z, y, x) bool."""
     return sitk.GetArrayViewFromImage(image01) > threshold
-
-
-def physical_overlap(fixed: sitk.Image, moving: sitk.Image) -> float:
-    """Volume fraction of the fixed image's world bounding box covered by the moving one's."""
-    from .grid import Grid
-    f_lo, f_hi = Grid.from_image(fixed).world_bounds()
-    m_lo, m_hi = Grid.from_image(moving).world_bounds()
-    inter = np.clip(np.minimum(f_hi, m_hi) - np.maximum(f_lo, m_lo), 0, None)
-    f_ext = np.maximum(f_hi - f_lo, 1e-6)
-    return float(np.prod(inter / f_ext))
 
 
 def read_segmentation(path: str | Path, role: str) -> sitk.Image:

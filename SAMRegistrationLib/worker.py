@@ -122,9 +122,14 @@ def check_input_files(**paths: Optional[Path]) -> None:
         if path is None:
             continue
         path = Path(path)
-        if not path.exists():
+        try:
+            exists, is_file = path.exists(), path.is_file()
+        except OSError as exc:   # e.g. a file name too long
+            raise InputError(f"{role.replace('_', ' ')} file cannot be checked: {path} "
+                             f"({exc.strerror or one_line(exc)})") from None
+        if not exists:
             raise InputError(f"{role.replace('_', ' ')} file not found: {path}")
-        if not path.is_file():
+        if not is_file:
             raise InputError(f"{role.replace('_', ' ')} is not a file: {path}")
 
 
@@ -171,14 +176,21 @@ def overall_fraction(stage: str, fraction: float, stages: tuple = tuple(STAGE_WE
 
 
 # ----------------------------------------------------------------------------- the job
+def _expand(value: str, role: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:        # '~name' of an unknown user
+        raise InputError(f"job field {role!r}: cannot find the home folder in {value!r}") from None
+
+
 def _resolve(base: Path, value: Any, role: str, required: bool = False) -> Optional[Path]:
     if value is None or value == "":
         if required:
-            raise InputError(f"job file has no {role!r}")
+            raise InputError(f"job field {role!r} is missing")
         return None
     if not isinstance(value, str):
         raise InputError(f"job field {role!r} must be a path string")
-    path = Path(value).expanduser()
+    path = _expand(value, role)
     return path if path.is_absolute() else base / path
 
 
@@ -187,23 +199,32 @@ _JOB_KEYS = {"fixed", "moving", "output_dir", "settings", "fixed_seg", "moving_s
 
 
 def load_job(job_path: Path):
-    """Read and validate a job file -> (RegistrationInputs, Settings)."""
-    from .pipeline import RegistrationInputs
-    from .prompts import parse_auto_prompts, parse_prompt_set
-    from .settings import Settings
-
+    """Read and validate a job file -> (RegistrationInputs, Settings); a problem is one
+    InputError line naming the job file."""
     job_path = Path(job_path)
     if not job_path.is_file():
         raise InputError(f"job file not found: {job_path}")
     try:
+        return _load_job(job_path)
+    except InputError as exc:
+        message = one_line(exc)
+        raise InputError(message if str(job_path) in message else f"job file {job_path}: {message}") from None
+
+
+def _load_job(job_path: Path):
+    from .pipeline import RegistrationInputs
+    from .prompts import parse_auto_prompts, parse_prompt_set
+    from .settings import Settings
+
+    try:
         job = json.loads(job_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:   # ValueError: JSON syntax
         raise InputError(f"cannot read job file {job_path}: {one_line(exc)}") from None
     if not isinstance(job, dict):
         raise InputError(f"job file {job_path} must hold a JSON object")
     unknown = sorted(set(job) - _JOB_KEYS)
     if unknown:
-        raise InputError(f"unknown job field(s): {', '.join(unknown)}")
+        raise InputError(f"unknown job field(s): {', '.join(map(repr, unknown))}")
     base = job_path.absolute().parent
     raw_settings = job.get("settings") or {}
     if not isinstance(raw_settings, dict):
@@ -221,11 +242,13 @@ def load_job(job_path: Path):
         prompts=parse_prompt_set(job.get("prompts")),
         auto_prompts=parse_auto_prompts(job.get("auto_prompts")),
     )
-    check_input_files(fixed=inputs.fixed, moving=inputs.moving, fixed_seg=inputs.fixed_seg,
-                      moving_seg=inputs.moving_seg, fixed_landmarks=inputs.fixed_landmarks,
-                      moving_landmarks=inputs.moving_landmarks)
+    from .input_checks import check_image_path      # an image may be a DICOM folder
+    check_image_path(inputs.fixed, "fixed")
+    check_image_path(inputs.moving, "moving")
+    check_input_files(fixed_seg=inputs.fixed_seg, moving_seg=inputs.moving_seg,
+                      fixed_landmarks=inputs.fixed_landmarks, moving_landmarks=inputs.moving_landmarks)
     if settings.checkpoint:
-        check_input_files(checkpoint=Path(settings.checkpoint).expanduser())
+        check_input_files(checkpoint=_expand(settings.checkpoint, "settings.checkpoint"))
     validate_names(settings.encoder, settings.method)
     return inputs, settings
 

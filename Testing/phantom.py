@@ -39,6 +39,15 @@ def phantom(size=(44, 40, 30), spacing=(1.6, 1.4, 2.5), direction: np.ndarray | 
     return image
 
 
+def small_reference(size=(10, 10, 10)) -> sitk.Image:
+    """An empty uint8 volume with anisotropic spacing, an origin and a 90-degree in-plane turn."""
+    image = sitk.Image(*size, sitk.sitkUInt8)
+    image.SetSpacing((1.5, 0.8, 2.5))
+    image.SetOrigin((-40.0, 10.0, 3.0))
+    image.SetDirection((0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    return image
+
+
 def oblique_direction() -> np.ndarray:
     return rotation("z", 30) @ rotation("x", 20)
 

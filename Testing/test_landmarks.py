@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from phantom import small_reference
+
 from SAMRegistrationLib.errors import InputError
 from SAMRegistrationLib.landmarks import check_pairs, read_points
 from SAMRegistrationLib.metrics import tre_initial
@@ -20,11 +22,7 @@ PTS = np.array([[-36.351, -36.974, -1204.5],
 
 
 def _reference() -> sitk.Image:
-    img = sitk.Image(10, 10, 10, sitk.sitkUInt8)
-    img.SetSpacing((1.5, 0.8, 2.5))
-    img.SetOrigin((-40.0, 10.0, 3.0))
-    img.SetDirection((0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
-    return img
+    return small_reference()
 
 
 def _markups(points: np.ndarray, system: str | None) -> dict:

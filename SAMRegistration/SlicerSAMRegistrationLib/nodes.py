@@ -42,7 +42,8 @@ def checkVolume(node, role: str) -> None:
     image = checkImageData(node, f"the {role} volume")
     dims = image.GetDimensions()
     if sum(d > 1 for d in dims) < 3:
-        raise ValueError(f"the {role} volume {node.GetName()!r} is not 3D (dimensions {dims})")
+        raise ValueError(f"the {role} volume {node.GetName()!r} is not 3D (dimensions {dims}): a single slice "
+                         "or a 2D image")
 
 
 # --------------------------------------------------------------------------- writing

@@ -165,7 +165,7 @@ class SceneRegistrationLogic(TransformToolsMixin):
         prompts = promptSet(fixedVolume, movingVolume, fixedPositivePoints, fixedNegativePoints,
                             movingPositivePoints, movingNegativePoints)
         python = self.pythonExecutable or pythonExecutable()
-        tempDir = tempfile.mkdtemp(prefix="SAMRegistration-", dir=self.temporaryRoot)
+        tempDir = self.makeTemporaryDirectory("SAMRegistration-")
         try:
             jobPath = self._writeJob(tempDir, inputs, settings or {}, prompts, int(autoPrompts or 0))
         except BaseException:
@@ -192,6 +192,12 @@ class SceneRegistrationLogic(TransformToolsMixin):
         if run.error is not None:
             raise RegistrationError(run.error)
         return run.result
+
+    def makeTemporaryDirectory(self, prefix: str) -> str:
+        """A new folder for one run under ``temporaryRoot`` (created if missing) or the system's."""
+        if self.temporaryRoot:
+            os.makedirs(self.temporaryRoot, exist_ok=True)
+        return tempfile.mkdtemp(prefix=prefix, dir=self.temporaryRoot)
 
     @property
     def temporaryDirectory(self) -> Optional[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from typing import Any, Optional, Sequence, Union
 
 from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsJsonStorageNode, vtkMRMLMarkupsNode,
@@ -107,7 +106,7 @@ class TransformToolsMixin:
         # one engine run per kind of volume (--labels applies to all of a run's images); input indices
         groups = [[i for i, n in enumerate(inputNodes) if asLabels(n)],
                   [i for i, n in enumerate(inputNodes) if not asLabels(n)]]
-        tempDir = tempfile.mkdtemp(prefix="SAMRegistration-apply-", dir=self.temporaryRoot)
+        tempDir = self.makeTemporaryDirectory("SAMRegistration-apply-")
         created: list = []
         try:
             field = self._fieldFile(displacement, tempDir)
@@ -149,7 +148,7 @@ class TransformToolsMixin:
             raise ValueError("no MRML scene: set logic.scene first")
         if outputTransformNode is not None and not isinstance(outputTransformNode, vtkMRMLTransformNode):
             raise ValueError(f"{outputTransformNode.GetName()!r} is not a transform node")
-        tempDir = tempfile.mkdtemp(prefix="SAMRegistration-invert-", dir=self.temporaryRoot)
+        tempDir = self.makeTemporaryDirectory("SAMRegistration-invert-")
         created: list = []
         try:
             field = self._fieldFile(displacement, tempDir)

@@ -1,0 +1,139 @@
+"""The hostile-input corpus (``hostile_corpus.py``) through the command line, the worker and
+the Slicer scene logic: each case must end with its documented exit status and one
+``samreg: error:`` line naming the problem, no traceback, inputs byte-identical, and nothing
+half-written in the output folder. Awkward but valid inputs (``code`` 0) must register.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import OUTPUT_FILES, digest, run_worker, write_pair
+from hostile_corpus import CASES, OUTPUT_CASES, Case
+
+from SAMRegistrationLib.cli import main
+
+FAST = ("--encoder", "mind", "--quiet")
+#: outcomes of the cases run so far, by category (printed at the end of the module)
+TALLY: dict = collections.defaultdict(collections.Counter)
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> dict:
+    return write_pair(tmp_path_factory.mktemp("good") / "in")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def run_cli(argv: list, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def check_error(code: int, stderr: str, case: Case) -> str:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("samreg: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr[-3000:]
+    message = errors[0].lower()
+    for word in case.words:
+        assert word.lower() in message, (word, message)
+    assert code == case.code, (code, message)
+    return message
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_command_line(case: Case, good, tmp_path, capsys):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    argv = case.build(folder, good)
+    before = {**digest(folder), **{f"good/{k}": v for k, v in digest(good["fixed"].parent).items()}}
+    out = tmp_path / "out"
+    try:
+        code, stderr = run_cli(["register", *FAST, *argv, "-o", out], capsys)   # the case's options win
+    except SystemExit as exc:       # argparse: must still be one line, code 2
+        code, stderr = int(exc.code or 0), capsys.readouterr().err
+    after = {**digest(folder), **{f"good/{k}": v for k, v in digest(good["fixed"].parent).items()}}
+    assert after == before, "an input was modified"
+    if case.code == 0:
+        assert code == 0, stderr[-3000:]
+        assert set(OUTPUT_FILES) <= set(_files(out))
+        TALLY[case.category]["registered"] += 1
+        return
+    check_error(code, stderr, case)
+    assert _files(out) == [], f"left behind: {_files(out)}"
+    TALLY[case.category]["clear error"] += 1
+
+
+@pytest.mark.parametrize("name", list(OUTPUT_CASES))
+def test_output_location(name, good, tmp_path, capsys):
+    target = OUTPUT_CASES[name](tmp_path)
+    before = digest(tmp_path)
+    code, stderr = run_cli(["register", *FAST, good["fixed"], good["moving"], "-o", target], capsys)
+    check_error(code, stderr, Case("output", name, None, ("output",)))
+    assert digest(tmp_path) == before
+
+
+#: one case of each kind through the worker process, which Slicer and batch runs use
+WORKER_CASES = [c for c in CASES if c.code and c.id in {
+    "format/truncated gzip", "format/nifti qform and sform disagree", "format/huge volume header",
+    "shape/4D series", "values/partly infinite", "overlap/images barely overlapping",
+    "segmentation/grid spacing differs", "landmarks/outside the image (wrong units)", "prompts/outside the image",
+    "checkpoint/someone else's model"}]
+
+
+def _job_from(argv: list, folder: Path, out: Path) -> Path:
+    options = {"--fixed-seg": "fixed_seg", "--moving-seg": "moving_seg", "--fixed-landmarks": "fixed_landmarks",
+               "--moving-landmarks": "moving_landmarks", "--labels": "labels"}
+    job = {"fixed": str(argv[0]), "moving": str(argv[1]), "output_dir": str(out), "settings": {"encoder": "mind"}}
+    rest = [str(a) for a in argv[2:]]
+    prompts = None
+    for flag, value in zip(rest[::2], rest[1::2]):
+        if flag in options:
+            job[options[flag]] = value
+        elif flag == "--moving-prompts":
+            prompts = value
+        elif flag == "--encoder":
+            job["settings"]["encoder"] = value
+        elif flag == "--checkpoint":
+            job["settings"]["checkpoint"] = value
+    if prompts:
+        from SAMRegistrationLib.prompt_files import load_prompt_files
+        job["prompts"] = load_prompt_files(moving=Path(prompts))
+    path = folder / "job.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+@pytest.mark.parametrize("case", WORKER_CASES, ids=[c.id for c in WORKER_CASES])
+def test_worker(case: Case, good, tmp_path):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    out = tmp_path / "out"
+    job = _job_from(case.build(folder, good), folder, out)
+    before = digest(folder)
+    code, events, stderr = run_worker(job, timeout=300)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert code == case.code, (code, events[-1:], stderr[-2000:])
+    last = events[-1]
+    assert last["event"] == "error" and "\n" not in last["message"]
+    for word in case.words:
+        assert word.lower() in last["message"].lower(), (word, last["message"])
+    assert digest(folder) == before
+    assert _files(out) == []
+
+
+def test_corpus_size_and_tally():
+    """At least 60 hostile inputs; prints the per-category table of the closing note."""
+    assert len(CASES) + len(OUTPUT_CASES) >= 60
+    categories = collections.Counter(c.category for c in CASES)
+    assert len(categories) >= 8
+    if TALLY:
+        width = max(map(len, categories))
+        print("\n" + "\n".join(f"{cat:<{width}}  tried {categories[cat]:>3}  " +
+                                ", ".join(f"{k} {v}" for k, v in TALLY[cat].items()) for cat in categories))
