@@ -1,9 +1,11 @@
-"""Command line: ``samreg register | demo | bench | train | worker | encoders | methods``.
+"""Command line: ``samreg register | demo | bench | train | apply | invert | batch | worker |
+encoders | methods``.
 
 Cheap checks (files exist, labels parse, names known) run before heavy imports; torch is
 only imported by the pipeline, so ``samreg --help`` stays fast. User errors
 (:class:`SamregError`) print one line ``samreg: error: ...`` and exit 2; not enough memory
-exits 3; cancel (Ctrl-C, SIGTERM) exits 130; anything else is a bug and keeps its traceback.
+exits 3; outputs that cannot be written (disk full) exit 5; cancel (Ctrl-C, SIGTERM) exits
+130; anything else is a bug and keeps its traceback (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .errors import Cancelled, InputError, ResourceError, SamregError
+from .errors import Cancelled, InputError, OutputError, ResourceError, SamregError
 from .cli_params import add_training_options, parameter_values
 from .ownership import OutputLedger
 from .signals import CancelOnSignal
 from .batch.command import add_batch_parser
 from .register_args import add_pair_options, add_setting_options, positive, prepare_register
-from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_USER, is_out_of_memory, key_metrics, one_line,
+from .worker import (EXIT_CANCELLED, EXIT_MEMORY, EXIT_OUTPUT, EXIT_USER, is_out_of_memory, key_metrics, one_line,
                      package_version, validate_names)
 
 
@@ -358,6 +360,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ResourceError as exc:
         print(f"samreg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_MEMORY
+    except OutputError as exc:
+        print(f"samreg: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_OUTPUT
     except SamregError as exc:
         print(f"samreg: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER

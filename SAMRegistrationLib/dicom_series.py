@@ -6,7 +6,10 @@ checks the slice headers first and refuses anything ambiguous with one clear lin
 """
 from __future__ import annotations
 
+import contextlib
+import locale
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,7 +23,24 @@ GAP_RELATIVE_TOLERANCE = 0.01       # of the median slice gap ...
 GAP_ABSOLUTE_TOLERANCE = 0.01       # ... or this many mm, whichever is larger
 
 
+@contextlib.contextmanager
+def locale_kept() -> Iterator[None]:
+    """GDCM resets the C library's locale to "C" when it reads or writes; put it back, or
+    Python in this process decodes text (a child's output) as ASCII from then on."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_dicom_folder(path: Path, role: str) -> sitk.Image:
+    """The one DICOM series in ``path`` (see :func:`_read_dicom_folder`); the locale is kept."""
+    with locale_kept():
+        return _read_dicom_folder(path, role)
+
+
+def _read_dicom_folder(path: Path, role: str) -> sitk.Image:
     """Read the one DICOM series in ``path`` as a 3D image in slice-position order.
 
     Raises :class:`InputError` (one line naming ``role``, the folder and the problem) for

@@ -22,5 +22,9 @@ class ResourceError(SamregError):
     """Not enough memory (or another resource) to run the job."""
 
 
+class OutputError(SamregError):
+    """The outputs cannot be written (disk full, quota, permissions)."""
+
+
 class Cancelled(SamregError):
     """The job was cancelled by the user (SIGTERM, Cancel button)."""

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import OutputError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -36,9 +38,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_image_atomic(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    """Write ``image`` to ``path`` atomically (format chosen by the extension of ``path``)."""
+    """Write ``image`` to ``path`` atomically (format chosen by the extension of ``path``).
+
+    ITK reports a failed write (a full disk, a quota) as a RuntimeError; it becomes an
+    :class:`OutputError` naming the file."""
     with atomic_path(Path(path)) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            if "Unable to determine ImageIO writer" in str(exc):
+                raise           # an unknown file type: a bug of the caller, not a full disk
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = next((line for line in lines if "wrote" in line or "failed" in line.lower()), lines[-1] if lines else "")
+            raise OutputError(f"cannot write {Path(path).name} (is the disk full? {detail[-120:]})") from None
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -24,7 +24,9 @@ import SimpleITK as sitk
 import torch
 
 from .device import resolve_device
+from .errors import OutputError
 from .input_checks import check_output_dir
+from .output_guard import output_lock, recover
 from .ownership import OutputLedger
 from .plugins import encoder_plugin, method_plugin
 from .progress import ProgressFn, Reporter
@@ -109,8 +111,19 @@ def register(inputs: RegistrationInputs, settings: Settings,
     :class:`~SAMRegistrationLib.report_schema.Report`). Raises :class:`SamregError`
     subclasses for user errors and :class:`Cancelled` when ``cancel`` is set. The folders
     and files the run creates are recorded in ``ledger`` (a private one when None); on any
-    failure the ledger is discarded, so only what this run wrote is removed.
+    failure the ledger is discarded, so only what this run wrote is removed. One run at a time
+    writes into an output folder (another is refused with one line), and what a killed run left
+    there is finished or removed first (:mod:`~SAMRegistrationLib.output_guard`). Outputs that
+    cannot be written (disk full) are an :class:`OutputError`.
     """
+    check_output_dir(inputs.output_dir)          # as the worker and Slicer reach here directly
+    with output_lock(inputs.output_dir):
+        recover(inputs.output_dir)
+        return _register_locked(inputs, settings, progress, cancel, ledger)
+
+
+def _register_locked(inputs: RegistrationInputs, settings: Settings, progress: Optional[ProgressFn],
+                     cancel: Optional[threading.Event], ledger: Optional[OutputLedger]) -> dict:
     reporter = Reporter(progress, cancel)
     timer = _Timer()
     device = resolve_device(settings.device)
@@ -119,7 +132,6 @@ def register(inputs: RegistrationInputs, settings: Settings,
         # the same --threads gives the same outputs in a shell, a batch worker or Slicer
         torch.set_num_threads(int(settings.threads))
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(settings.threads))
-    check_output_dir(inputs.output_dir)          # as the worker and Slicer reach here directly
     encoder_plugin(settings.encoder)              # unknown names fail before any work
     method = method_plugin(settings.method)
     if method.preflight is not None:              # e.g. a model file that is missing or damaged
@@ -153,6 +165,15 @@ def register(inputs: RegistrationInputs, settings: Settings,
         report = build_report(inputs, settings, loaded, alignment, spacing, grid, features.info, prompting,
                               method_info, device, timer.report(), peak_rss_mb(), scores.metrics).to_dict()
         publish(report, staging, output_dir, ledger, reporter)
+    except (OSError, OutputError) as exc:      # disk full, quota, a folder made read-only meanwhile
+        ledger.discard()
+        if isinstance(exc, OSError):
+            name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
+            reason = f"{exc.strerror or exc}{name}"
+        else:
+            reason = str(exc)
+        raise OutputError(f"cannot write the outputs into {output_dir}: {reason}; nothing of this run "
+                          "was left there") from None
     except BaseException:
         ledger.discard()
         raise

@@ -15,6 +15,8 @@ the settings through the plug-in registries.
 """
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -30,6 +32,7 @@ from .evaluation import Evaluation, GroundTruth, evaluate
 from .fields import displacement_image, displacement_transform, total_displacement
 from .grid import Grid
 from .io_atomic import write_image_atomic, write_json_atomic
+from .output_guard import COMPLETE_MARKER
 from .ownership import OutputLedger
 from .plugins import encoder_plugin
 from .problem import Problem
@@ -402,12 +405,20 @@ def build_report(inputs: "RegistrationInputs", settings: "Settings", loaded: Loa
                   peak_rss_mb=round(peak_rss_mb, 1), metrics=metrics)
 
 
+#: environment variable of the fault-injection tests: SIGKILL the run after this many moves
+FAULT_KILL_AFTER_MOVES = "SAMREG_FAULT_KILL_AFTER_MOVES"
+
+
 def publish(report: dict, staging: Path, output_dir: Path, ledger: OutputLedger, reporter: Reporter) -> None:
     """Write ``report.json`` into ``staging``, then move every staged output into ``output_dir``
     (a cancellation before the move leaves nothing in place)."""
     write_json_atomic(report, staging / "report.json")
     reporter.check_cancelled()
-    for item in sorted(staging.iterdir()):
+    (staging / COMPLETE_MARKER).touch()     # from here on, a killed run is finished by the next one
+    kill_after = int(os.environ.get(FAULT_KILL_AFTER_MOVES, "-1"))
+    for moved, item in enumerate(sorted(p for p in staging.iterdir() if p.name != COMPLETE_MARKER)):
+        if moved == kill_after:             # fault injection (tests only): die between two moves
+            os.kill(os.getpid(), signal.SIGKILL)
         ledger.replace(item, output_dir / item.name)
     ledger.remove_staging(staging)
     reporter("write", 1.0, f"outputs in {output_dir}")

@@ -24,14 +24,14 @@ ever written to stdout (file descriptor 1 is redirected to stderr while the job 
     {"event": "started", "pid": 1234, "version": "0.1.0"}
     {"event": "progress", "stage": "encode", "fraction": 0.5, "message": "...", "overall": 0.4}
     {"event": "done", "output_dir": "/abs/out", "report": "/abs/out/report.json", "metrics": {...}}
-    {"event": "error", "message": "one line", "kind": "InputError|CheckpointError|ResourceError|Cancelled|InternalError"}
+    {"event": "error", "message": "one line", "kind": "InputError|CheckpointError|ResourceError|OutputError|Cancelled|InternalError"}
 
 ``overall`` is a monotonic fraction across the pipeline stages. ``metrics`` holds the
 report's key metrics where the run computed them: ``dice_mean``, ``tre_mean_mm`` and
 ``fold_percent`` (``report.metrics.<name>``) and their ``<name>_initial`` values
 (``report.metrics.initial.<name>``); see :func:`key_metrics`.
 
-Exit status: 0 done, 2 input/checkpoint error, 3 not enough memory, 130 cancelled,
+Exit status: 0 done, 2 input/checkpoint error, 3 not enough memory, 5 outputs not written, 130 cancelled,
 1 internal error (traceback on stderr).
 
 SIGTERM / SIGINT set the pipeline's cancel event; the pipeline stops at its next progress
@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from . import report_schema
-from .errors import Cancelled, CheckpointError, InputError, ResourceError, SamregError
+from .errors import Cancelled, CheckpointError, InputError, OutputError, ResourceError, SamregError
 from .ownership import OutputLedger
 
 #: seconds between a cancel request and a forced exit
@@ -67,6 +67,7 @@ STAGE_WEIGHTS = {"load": 0.05, "affine": 0.10, "encode": 0.45, "optimise": 0.35,
 KEY_METRICS = report_schema.KEY_METRICS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_MEMORY, EXIT_CANCELLED = 0, 1, 2, 3, 130
+EXIT_OUTPUT = 5      # the outputs could not be written (disk full, quota, permissions)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -104,6 +105,8 @@ def classify(exc: BaseException) -> tuple[str, int]:
         return "ResourceError", EXIT_MEMORY
     if isinstance(exc, CheckpointError):
         return "CheckpointError", EXIT_USER
+    if isinstance(exc, OutputError):
+        return "OutputError", EXIT_OUTPUT
     if isinstance(exc, SamregError):
         return "InputError", EXIT_USER
     return "InternalError", EXIT_INTERNAL

@@ -8,6 +8,8 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from SAMRegistrationLib.dicom_series import locale_kept
+
 SHAPE = (12, 20, 24)                     # slices, rows, columns
 PIXEL = (0.7, 0.8)                       # x (column) spacing, y (row) spacing in mm
 GAP = 2.5
@@ -30,6 +32,11 @@ def write_series(folder: Path, volume: Optional[np.ndarray] = None, rot: Optiona
                  desc: str = "CT test", positions: Optional[list] = None, name: str = "slice",
                  first_number: int = 1, pixel=PIXEL) -> list[Path]:
     """One 2D .dcm per slice; files are named in reverse slice order so the reader must sort."""
+    with locale_kept():         # GDCM's writer resets the process's locale too
+        return _write_series(folder, volume, rot, origin, gap, uid, desc, positions, name, first_number, pixel)
+
+
+def _write_series(folder, volume, rot, origin, gap, uid, desc, positions, name, first_number, pixel) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     volume = pattern_volume() if volume is None else volume
     rot = np.eye(3) if rot is None else rot

@@ -117,9 +117,9 @@ def test_run_failing_while_moving_outputs_keeps_others_and_removes_its_own(tmp_p
     assert proc.returncode != 0, stderr
     error = events[-1]
     assert error["event"] == "error", error
-    # an OSError while moving outputs: reported as an internal error with its traceback
-    assert proc.returncode == 1 and error["kind"] == "InternalError", (error, stderr)
-    assert "report.json" in error["message"] and "Traceback" in stderr
+    # an OSError while moving outputs: the outputs could not be written (exit 5), one line
+    assert proc.returncode == 5 and error["kind"] == "OutputError", (error, stderr)
+    assert "report.json" in error["message"] and "Traceback" not in stderr and "\n" not in error["message"]
     assert any(e.get("stage") == "write" for e in events), "the job did not reach the write stage"
     assert_others_survive(tmp_path)
     assert (out / "report.json" / "inside.txt").read_text() == "a folder that was there before"

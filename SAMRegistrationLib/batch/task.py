@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any, Optional
 
 from ..errors import Cancelled, SamregError
 from ..io_atomic import write_json_atomic
-from ..ownership import STAGING_PREFIX
 from ..worker import is_out_of_memory, key_metrics, one_line
 
 STATE_DIR = ".samreg-batch"
@@ -106,13 +104,6 @@ class _EventPoller:
         return self._set
 
 
-def _remove_stale_staging(folder: Path) -> None:
-    """Staging trees a killed run left in the pair's folder (the batch owns these folders)."""
-    if folder.is_dir():
-        for item in folder.glob(f"{STAGING_PREFIX}*"):
-            shutil.rmtree(item, ignore_errors=True)
-
-
 def base_record(pair_id: str, row: int, print_fingerprint: str, inputs: Any, settings: Any) -> dict:
     return {"id": pair_id, "row": row, "fingerprint": print_fingerprint,
             "fixed": str(inputs.fixed) if inputs is not None else "",
@@ -135,7 +126,6 @@ def run_pair(pair_id: str, row: int, print_fingerprint: str, inputs: Any, settin
     if cancel.is_set():         # cancelled before it started: nothing to undo
         return {**record, "status": "cancelled", "error": "cancelled"}
     try:
-        _remove_stale_staging(Path(inputs.output_dir))
         report = register(inputs, settings, cancel=cancel)
         record.update(status="ok", error="", metrics=key_metrics(report), timings=report.get("timings", {}),
                       peak_rss_mb=report.get("peak_rss_mb"),

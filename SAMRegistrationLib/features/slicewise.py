@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_VARIANCE = 1.0        # total variance of every encoder's output (MIND-SSC has ~1.0)
 from ..volume import FOREGROUND_THRESHOLD as FOREGROUND
-STACK_FORMAT = 2              # bump when the stack layout or preprocessing changes
+STACK_FORMAT = 3              # bump when the stack layout or preprocessing changes (3: checksum)
 AXES = {"x": 0, "y": 1, "z": 2}
 
 
@@ -50,14 +50,32 @@ class FeatureStack:
 
     def to_dict(self) -> dict:
         g = self.grid
-        return {"format": STACK_FORMAT, "size": list(g.size), "spacing": list(g.spacing),
+        data = {"format": STACK_FORMAT, "size": list(g.size), "spacing": list(g.spacing),
                 "origin": list(g.origin), "direction": list(g.direction),
                 "features": self.features, "valid": self.valid}
+        data["sha256"] = _checksum(data)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureStack":
+        """The stack of ``to_dict``; ValueError when its checksum does not match (a damaged entry)."""
+        if data.get("sha256") != _checksum(data):
+            raise ValueError("checksum mismatch")
         grid = Grid(tuple(data["size"]), tuple(data["spacing"]), tuple(data["origin"]), tuple(data["direction"]))
         return cls(grid, data["features"], data["valid"])
+
+
+def _checksum(data: dict) -> str:
+    """SHA-256 of a stack's geometry and tensors (bit flips inside a cache file load silently)."""
+    digest = hashlib.sha256(repr([data.get(k) for k in ("format", "size", "spacing", "origin", "direction")]).encode())
+    for key in ("features", "valid"):
+        tensor = data.get(key)
+        if not isinstance(tensor, torch.Tensor):
+            return ""
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool
+                      else tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- geometry
@@ -247,8 +265,9 @@ def cached_stack(image01: sitk.Image, encoder_name: str, encoder_identity: str, 
         if path.is_file():
             try:
                 return FeatureStack.from_dict(torch.load(path, map_location="cpu", weights_only=True)), True
-            except Exception as exc:  # a damaged cache entry is rebuilt, never fatal
-                log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+            except Exception as exc:  # a damaged cache entry is rebuilt (and replaced), never fatal
+                log.warning("feature cache entry %s is damaged (%s: %s); encoding again", path, exc.__class__.__name__,
+                            str(exc).splitlines()[0][:120] if str(exc) else "")
         stack = make()
         try:
             with atomic_path(path) as tmp:
