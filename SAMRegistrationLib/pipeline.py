@@ -27,14 +27,16 @@ from .device import resolve_device
 from .errors import OutputError
 from .input_checks import check_output_dir
 from .output_guard import output_lock, recover
+from . import memory_budget
 from .ownership import OutputLedger
 from .plugins import encoder_plugin, method_plugin
 from .progress import ProgressFn, Reporter
 from .settings import Settings
 from .stages import (LARGE_VOXEL_BUDGET, REFERENCE_SPACING_MM, WORKING_VOXEL_BUDGET, affine_stage,
                      anatomy_mask, build_report, check_memory, choose_prompts, click_landmarks, compose_stage,
-                     default_spacing, encode_stage, evaluate_stage, load_stage, optimise_stage, own_features,
-                     plan_working_grid, prompt_stage, publish, regions_on_grid, working_grid, write_stage)
+                     default_spacing, encode_stage, encoder_channels, evaluate_stage, load_stage, optimise_stage,
+                     own_features, plan_working_grid, prompt_stage, publish, regions_on_grid, working_grid,
+                     working_memory_bytes, write_stage)
 
 # the helpers other modules import from here live with their stages in stages.py
 __all__ = ["RegistrationInputs", "register", "STAGES", "OUTPUT_FILES", "peak_rss_mb", "working_grid",
@@ -142,6 +144,16 @@ def _register_locked(inputs: RegistrationInputs, settings: Settings, progress: O
     with timer.stage("affine"):
         alignment = affine_stage(loaded, settings, reporter)
     spacing, grid = plan_working_grid(loaded, settings)
+    # the machine's memory is shared with the other runs: wait here for this run's share
+    need = working_memory_bytes(grid, encoder_channels(settings)) + memory_budget.BASE_BYTES
+    with memory_budget.reservation(need, lambda message: reporter("encode", 0.0, message)):
+        return _heavy_stages(inputs, settings, reporter, timer, device, method, loaded, alignment, spacing, grid,
+                             ledger)
+
+
+def _heavy_stages(inputs: RegistrationInputs, settings: Settings, reporter: Reporter, timer: _Timer, device,
+                  method, loaded, alignment, spacing: float, grid, ledger: Optional[OutputLedger]) -> dict:
+    """Encode, (prompts), optimise, write: the stages that need the run's memory reservation."""
     with timer.stage("encode"):
         features = own_features(method) if method.own_features else \
             encode_stage(settings, loaded, alignment, grid, reporter)

@@ -196,10 +196,20 @@ def default_spacing(fixed01: sitk.Image) -> float:
     return round(max(min(fixed01.GetSpacing()), spacing), 2)
 
 
+def working_memory_bytes(grid: Grid, channels: int) -> int:
+    """The working grid's buffers: two feature volumes, their pooled copies, Adam buffers and
+    gradients, plus the output field."""
+    return int(grid.num_voxels * 4 * (channels * 6 + 40))
+
+
+def encoder_channels(settings: "Settings") -> int:
+    plugin = encoder_plugin(settings.encoder)
+    return plugin.channels(settings.encoder_params) if plugin.channels else 32
+
+
 def check_memory(grid: Grid, channels: int) -> None:
     """ResourceError when the working grid's buffers would not fit in the memory available."""
-    # two feature volumes, their pooled copies, Adam buffers and gradients, plus the output field
-    need = grid.num_voxels * 4 * (channels * 6 + 40)
+    need = working_memory_bytes(grid, channels)
     available = psutil.virtual_memory().available
     if need > 0.8 * available:
         raise ResourceError(f"not enough memory: the working grid {grid.size} needs about {need / 2**30:.1f} GB "
@@ -212,8 +222,7 @@ def plan_working_grid(loaded: LoadedInputs, settings: "Settings") -> tuple[float
     if spacing <= 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     grid = working_grid(loaded.fixed01, spacing)
-    plugin = encoder_plugin(settings.encoder)
-    check_memory(grid, plugin.channels(settings.encoder_params) if plugin.channels else 32)
+    check_memory(grid, encoder_channels(settings))
     return spacing, grid
 
 
