@@ -3,8 +3,9 @@
 ITK reads much that it should not: a NIfTI file whose data were cut short or whose gzip stream
 is truncated (the missing voxels come back as zeros), a header with zero, negative or NaN
 spacing, a qform and an sform that place the volume in two different places (one is picked
-silently). These checks read headers only, never the voxels, except the stream length of a
-compressed NIfTI file. The others check the geometry of what was read: spacing and directions,
+silently). These checks read headers only, never the voxels (a compressed NIfTI file is only
+decompressed here when its gzip trailer does not already give the length its header promises).
+The others check the geometry of what was read: spacing and directions,
 the overlap of the two images, label maps against their image, points inside their image, and
 the output folder. Every failure is an :class:`InputError` (or, for memory, a
 :class:`ResourceError`) naming the file and the field.
@@ -93,6 +94,18 @@ def _sform(head: bytes, order: str) -> np.ndarray:
     return np.array(struct.unpack_from(order + "12f", head, 280)).reshape(3, 4)
 
 
+def _gzip_holds(path: Path, expected: int) -> bool:
+    """Whether a gzip file's trailer (ISIZE: its length mod 2**32) says it holds ``expected``
+    bytes: a whole single-member file then needs no decompressing here; a truncated one ends in
+    data, not in that trailer."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            return struct.unpack("<I", handle.read(4))[0] == expected % 2**32
+    except OSError:
+        return False
+
+
 def _stream_length(path: Path, role: str) -> int:
     """Bytes of the decompressed stream (the whole file is read; a broken stream is an error)."""
     total = 0
@@ -132,7 +145,12 @@ def check_nifti(path: Path, role: str) -> None:
                              f"{gap:.3g} mm apart), so its position is ambiguous; make them agree (or zero one "
                              "of the codes) and try again")
     expected = int(vox_offset) + int(np.prod([int(n) for n in dims[1:ndim + 1]], dtype=np.int64)) * (bitpix // 8)
-    actual = _stream_length(path, role) if path.name.lower().endswith(".gz") else path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        if _gzip_holds(path, expected):      # the usual case: no second decompression of the volume
+            return
+        actual = _stream_length(path, role)  # several members, or truncated: count for sure
+    else:
+        actual = path.stat().st_size
     if actual < expected:
         raise InputError(f"{role} {path} is truncated: its NIfTI header promises {expected} bytes, "
                          f"the file holds {actual}")

@@ -71,6 +71,24 @@ def test_command_line(case: Case, good, tmp_path, capsys):
     TALLY[case.category]["clear error"] += 1
 
 
+def test_gzip_length_from_the_trailer_or_by_counting(good, tmp_path):
+    """A whole file passes on its trailer; several gzip members (valid) are counted; a file cut
+    inside its data is refused."""
+    import gzip
+
+    from SAMRegistrationLib.errors import InputError
+    from SAMRegistrationLib.input_checks import check_nifti
+    raw = gzip.decompress(good["fixed"].read_bytes())
+    check_nifti(good["fixed"], "fixed image")
+    members = tmp_path / "members.nii.gz"
+    members.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    check_nifti(members, "fixed image")
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(gzip.compress(raw[:-5000]))
+    with pytest.raises(InputError, match="truncated"):
+        check_nifti(cut, "fixed image")
+
+
 @pytest.mark.parametrize("name", list(OUTPUT_CASES))
 def test_output_location(name, good, tmp_path, capsys):
     target = OUTPUT_CASES[name](tmp_path)
